@@ -1,0 +1,208 @@
+"""Data Center audit records, REST entity (``type``) or audit-file line (``auditType``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from collector.actions import classify_dc
+from collector.ids import dc_event_id
+from collector.model import Actor, ActorKind, AuditEvent, Change, Target
+
+DcShape = Literal["rest", "file"]
+
+_LEGACY_DETAILS = "bitbucket.audit.attribute.legacy.details"
+_MAX_ATTRIBUTE_CHARS = 8192
+
+
+def detect_dc_shape(record: Mapping[str, Any]) -> DcShape | None:
+    """Tell a REST entity from an audit-file line, or ``None`` if it is neither."""
+    if isinstance(record.get("auditType"), Mapping):
+        return "file"
+    if isinstance(record.get("type"), Mapping) and "timestamp" in record:
+        return "rest"
+    return None
+
+
+def normalize_dc(
+    record: Mapping[str, Any], *, instance: str, source_kind: str
+) -> AuditEvent:
+    """Turn one DC record of either shape into an ``AuditEvent``.
+
+    Raises ``ValueError`` when the record has no usable time or type block.
+    """
+    if not isinstance(record, Mapping):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    shape = detect_dc_shape(record)
+    if shape is None:
+        raise ValueError("neither a REST entity ('type') nor a file line ('auditType')")
+
+    type_block = record["auditType"] if shape == "file" else record["type"]
+    time, epoch_ns = _parse_time(record.get("timestamp"))
+    key = _text(type_block.get("actionI18nKey"))
+    name = _text(type_block.get("action"))
+    info = classify_dc(key, name)
+    attributes = _attributes(record.get("extraAttributes"))
+
+    return AuditEvent(
+        id=dc_event_id(instance, record, epoch_ns),
+        time=time,
+        platform="dc",
+        instance=instance,
+        source_kind=source_kind,
+        action=info.action,
+        category=info.category,
+        outcome=info.outcome,  # type: ignore[arg-type]  # vocabulary holds only Outcome values
+        raw_action=name,
+        action_key=key,
+        raw_category=_text(type_block.get("category")),
+        actor=_actor(record.get("author"), attributes),
+        targets=_targets(record.get("affectedObjects")),
+        source_ip=_text(record.get("source")),
+        user_agent=None,
+        changes=_changes(record.get("changedValues")),
+        attributes=attributes,
+        raw=record,
+    )
+
+
+def _text(value: Any) -> str | None:
+    """A string field, with Atlassian's empty strings treated as absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"expected a string, got {type(value).__name__}")
+
+
+def _parse_time(value: Any) -> tuple[datetime, int]:
+    """Return (UTC time, epoch nanoseconds) from an ISO string or {epochSecond, nano}."""
+    if isinstance(value, Mapping):
+        seconds = value.get("epochSecond")
+        nano = value.get("nano", 0) or 0
+        if not isinstance(seconds, int) or not isinstance(nano, int):
+            raise ValueError("timestamp.epochSecond/nano must be integers")
+        epoch_ns = seconds * 1_000_000_000 + nano
+        return datetime.fromtimestamp(seconds, UTC).replace(
+            microsecond=nano // 1000
+        ), epoch_ns
+
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"timestamp {value[:40]!r} is not ISO 8601") from exc
+        if parsed.tzinfo is None:
+            # The API always sends an offset; a bare time is read as UTC.
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
+        epoch_ns = int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+        return parsed, epoch_ns
+
+    raise ValueError("missing or empty timestamp")
+
+
+def _actor(author: Any, attributes: Mapping[str, str]) -> Actor:
+    if not isinstance(author, Mapping):
+        return Actor(kind="unknown")
+    name = _text(author.get("name"))
+    raw_type = _text(author.get("type"))
+    return Actor(
+        name=name,
+        id=_text(author.get("id")),
+        kind=_actor_kind(name, raw_type, _text(author.get("id"))),
+        raw_type=raw_type,
+        auth_method=attributes.get("Authentication method"),
+    )
+
+
+def _actor_kind(name: str | None, raw_type: str | None, actor_id: str | None) -> ActorKind:
+    lowered = (raw_type or "").lower()
+    if lowered == "system" or actor_id == "-1" or name == "System":
+        return "system"
+    if actor_id == "-2" or name == "Anonymous":
+        return "anonymous"
+    # Repository and project access tokens act as bot users named like
+    # "access-token-user/2/1"; service accounts come with type SERVICE.
+    if (name or "").startswith("access-token-user/") or lowered == "service":
+        return "bot"
+    if lowered in {"normal", "user"}:
+        return "human"
+    return "unknown"
+
+
+def _targets(value: Any) -> tuple[Target, ...]:
+    if not isinstance(value, list):
+        return ()
+    targets = []
+    for item in value:
+        if not isinstance(item, Mapping):
+            continue
+        targets.append(
+            Target(
+                type=_text(item.get("type")) or "UNKNOWN",
+                name=_text(item.get("name")),
+                id=_text(item.get("id")),
+            )
+        )
+    return tuple(targets)
+
+
+def _changes(value: Any) -> tuple[Change, ...]:
+    if not isinstance(value, list):
+        return ()
+    changes = []
+    for item in value:
+        if not isinstance(item, Mapping):
+            continue
+        key = _text(item.get("key")) or _text(item.get("i18nKey")) or "unknown"
+        changes.append(
+            Change(key=key, old=_text(item.get("from")), new=_text(item.get("to")))
+        )
+    return tuple(changes)
+
+
+def _attributes(value: Any) -> dict[str, str]:
+    """extraAttributes as name -> value, with the legacy JSON details unpacked.
+
+    The legacy details attribute holds JSON in a string
+    (``{"permission":"SYS_ADMIN","user":"admin"}``); its keys become
+    ``details.<key>`` so rules can read them without parsing.
+    """
+    if not isinstance(value, list):
+        return {}
+    attributes: dict[str, str] = {}
+    for item in value:
+        if not isinstance(item, Mapping):
+            continue
+        name = _text(item.get("name"))
+        raw_value = item.get("value")
+        text = raw_value if isinstance(raw_value, str) else None
+        if not name or not text:
+            continue
+        attributes[name] = text[:_MAX_ATTRIBUTE_CHARS]
+        if item.get("nameI18nKey") == _LEGACY_DETAILS:
+            attributes.update(_details(text))
+    return attributes
+
+
+def _details(text: str) -> dict[str, str]:
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    details = {}
+    for key, value in parsed.items():
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            details[f"details.{key}"] = str(value)[:_MAX_ATTRIBUTE_CHARS]
+        elif isinstance(value, list):
+            items = [str(v) for v in value if isinstance(v, (str, int))]
+            details[f"details.{key}"] = ",".join(items)[:_MAX_ATTRIBUTE_CHARS]
+    return details
