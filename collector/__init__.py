@@ -1,3 +1,3 @@
-"""bbaudit's core: the event model, config, state, the stage contracts and the pipeline."""
+"""bbaudit's core: event model, config, state, stage contracts, pipeline."""
 
 __version__ = "0.1.0"

@@ -104,9 +104,7 @@ _BY_KEY: dict[str, ActionInfo] = {
         "access_key.added", "key"
     ),
     "bitbucket.plugins.gpg.audit.action.gpgevent.created": _a("gpg_key.added", "key"),
-    "bitbucket.plugins.gpg.audit.action.gpgevent.deleted": _a(
-        "gpg_key.deleted", "key"
-    ),
+    "bitbucket.plugins.gpg.audit.action.gpgevent.deleted": _a("gpg_key.deleted", "key"),
     # Audit log itself
     "atlassian.audit.event.action.audit.search": _a("audit.searched", "audit"),
     "atlassian.audit.event.action.audit.config.updated": _a(
@@ -143,9 +141,7 @@ _BY_KEY: dict[str, ActionInfo] = {
     "bitbucket.service.plugin.audit.action.pluginuninstalled": _a(
         "app.uninstalled", "app"
     ),
-    "bitbucket.service.plugin.audit.action.plugininstalled": _a(
-        "app.installed", "app"
-    ),
+    "bitbucket.service.plugin.audit.action.plugininstalled": _a("app.installed", "app"),
     "bitbucket.service.license.audit.action.licensechanged": _a(
         "settings.license_changed", "settings"
     ),
@@ -169,9 +165,7 @@ _BY_NAME: dict[str, ActionInfo] = {
     "user login failed": _a("auth.login_failed", "authentication", "failure"),
     "user login failed(ssh)": _a("auth.login_failed", "authentication", "failure"),
     "user logged out": _a("auth.logout", "authentication"),
-    "unauthorized access to a resource": _a(
-        "access.unauthorized", "access", "failure"
-    ),
+    "unauthorized access to a resource": _a("access.unauthorized", "access", "failure"),
     "global permission requested": _a("permission.grant_requested", "permission"),
     "global permission granted": _a("permission.granted", "permission"),
     "global permission remove request": _a("permission.revoke_requested", "permission"),
@@ -269,7 +263,7 @@ _NON_WORD = re.compile(r"[^a-z0-9]+")
 
 
 def slug(text: str) -> str:
-    """Lowercase words joined by underscores: ``"SSH settings changed"`` -> ``ssh_settings_changed``."""
+    """Lowercase words joined by underscores (``SSH settings`` -> ``ssh_settings``)."""
     return _NON_WORD.sub("_", text.lower()).strip("_") or "unknown"
 
 

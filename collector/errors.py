@@ -26,7 +26,7 @@ class AuditPipelineError(Exception):
 
 
 class ConfigError(AuditPipelineError, ValueError):
-    """The configuration is invalid; ``path`` names the place, e.g. ``sinks[0].host``."""
+    """The configuration is invalid; ``path`` names the place (``sinks[0].host``)."""
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path

@@ -39,7 +39,9 @@ class Source(Protocol):
     name: str
     kind: str
 
-    def batches(self, checkpoint: Any | None, *, follow: bool) -> AsyncIterator[SourceBatch]:
+    def batches(
+        self, checkpoint: Any | None, *, follow: bool
+    ) -> AsyncIterator[SourceBatch]:
         """Yield batches from ``checkpoint`` on.
 
         With ``follow`` the source polls or tails forever (until cancelled);

@@ -9,6 +9,7 @@ hop to a thread.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -66,10 +67,8 @@ class StateStore:
 
     def close(self) -> None:
         """Close the database. Idempotent."""
-        try:
+        with contextlib.suppress(sqlite3.ProgrammingError):
             self._db.close()
-        except sqlite3.ProgrammingError:
-            pass
 
     # Checkpoints
 
@@ -99,7 +98,10 @@ class StateStore:
             self._db.executemany(
                 "INSERT OR REPLACE INTO checkpoints (source, token, updated) "
                 "VALUES (?, ?, ?)",
-                ((name, orjson.dumps(token), now) for name, token in checkpoints.items()),
+                (
+                    (name, orjson.dumps(token), now)
+                    for name, token in checkpoints.items()
+                ),
             )
 
     # Dedupe set

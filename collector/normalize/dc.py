@@ -1,4 +1,4 @@
-"""Data Center audit records, REST entity (``type``) or audit-file line (``auditType``)."""
+"""Data Center audit records: REST entities (``type``), file lines (``auditType``)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def _text(value: Any) -> str | None:
 
 
 def _parse_time(value: Any) -> tuple[datetime, int]:
-    """Return (UTC time, epoch nanoseconds) from an ISO string or {epochSecond, nano}."""
+    """(UTC time, epoch nanoseconds) from an ISO string or {epochSecond, nano}."""
     if isinstance(value, Mapping):
         seconds = value.get("epochSecond")
         nano = value.get("nano", 0) or 0
@@ -121,7 +121,9 @@ def _actor(author: Any, attributes: Mapping[str, str]) -> Actor:
     )
 
 
-def _actor_kind(name: str | None, raw_type: str | None, actor_id: str | None) -> ActorKind:
+def _actor_kind(
+    name: str | None, raw_type: str | None, actor_id: str | None
+) -> ActorKind:
     lowered = (raw_type or "").lower()
     if lowered == "system" or actor_id == "-1" or name == "System":
         return "system"

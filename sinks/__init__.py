@@ -1,0 +1,4 @@
+"""Sinks: where events and alerts go. Importing this package registers every kind."""
+
+from sinks import file as file
+from sinks import stdout as stdout
