@@ -126,6 +126,8 @@ def _plugin_list(registry: Registry[Any], items: list[Any], key: str) -> list[An
 
 
 def _detections(data: Any) -> Any:
+    if data is None and not DETECTORS.kinds():
+        return None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):

@@ -1,0 +1,159 @@
+"""The ``bbaudit`` command: run, validate, replay, demo, rules."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from collector import __version__
+from collector.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"bbaudit: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bbaudit",
+        description="Stream Bitbucket audit activity into a SIEM.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the service from a config file")
+    run.add_argument("-c", "--config", type=Path, required=True)
+    run.add_argument(
+        "--once", action="store_true", help="stop once every source is caught up"
+    )
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser("validate", help="check a config file")
+    validate.add_argument("-c", "--config", type=Path, required=True)
+    validate.add_argument(
+        "--connect", action="store_true", help="also try to reach sources and sinks"
+    )
+    validate.set_defaults(handler=_validate)
+
+    replay = commands.add_parser("replay", help="run recorded files offline")
+    replay.add_argument("files", nargs="+", type=Path)
+    replay.add_argument("-o", "--out", type=Path, default=Path("bbaudit-replay"))
+    replay.add_argument(
+        "-c", "--config", type=Path, help="take enrichers and detections from here"
+    )
+    replay.add_argument("--format", choices=["ecs", "ocsf", "raw"], default="ecs")
+    replay.add_argument("--instance", default="bitbucket")
+    replay.set_defaults(handler=_replay)
+
+    demo = commands.add_parser("demo", help="run against a local Bitbucket simulator")
+    demo.add_argument("-o", "--out", type=Path, default=Path("bbaudit-demo"))
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--users", type=int, default=300)
+    demo.add_argument("--days", type=float, default=2.0)
+    demo.add_argument("--token", help="simulator API token (default: random)")
+    demo.add_argument(
+        "--http-port", type=int, default=0, help="metrics/health port (0: any free)"
+    )
+    demo.set_defaults(handler=_demo)
+
+    rules = commands.add_parser("rules", help="detection rules")
+    rules_commands = rules.add_subparsers(metavar="ACTION")
+    rules_list = rules_commands.add_parser("list", help="list every rule")
+    rules_list.add_argument("-c", "--config", type=Path)
+    rules_list.set_defaults(handler=_rules_list)
+    return parser
+
+
+def _load(path: Path):  # type: ignore[no-untyped-def]
+    from collector.app import load_plugins
+    from collector.config import load_config
+
+    load_plugins()
+    return load_config(path)
+
+
+def _configure_logs(level: str = "info", fmt: str = "json") -> None:
+    try:
+        from collector.logs import configure_logging
+    except ModuleNotFoundError:  # TODO: remove once collector.logs has landed
+        return
+    configure_logging(level=level, fmt=fmt)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from collector.app import run_service
+
+    settings = _load(args.config)
+    _configure_logs(settings.log.level, settings.log.format)
+    asyncio.run(run_service(settings, follow=not args.once))
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    print(f"{args.config}: valid", end="")
+    print(
+        f" ({len(settings.sources)} sources, {len(settings.enrichers)} enrichers, "
+        f"{len(settings.sinks)} sinks)"
+    )
+    if not args.connect:
+        return EXIT_OK
+
+    from collector.validate import check_connectivity, format_validation_report
+
+    results = asyncio.run(check_connectivity(settings))
+    print(format_validation_report(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from collector.replay_command import run_replay
+
+    _configure_logs("warning")
+    missing = [str(p) for p in args.files if not p.is_file()]
+    if missing:
+        print(f"bbaudit: no such file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_CONFIG
+    return run_replay(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from collector.demo import run_demo
+
+    _configure_logs("warning")
+    return run_demo(args)
+
+
+def _rules_list(args: argparse.Namespace) -> int:
+    from collector.app import load_plugins
+    from collector.config import parse_config
+
+    load_plugins()
+    settings = _load(args.config) if args.config else parse_config({})
+    from detections.catalog import format_rules_table
+
+    print(format_rules_table(settings.detections))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
