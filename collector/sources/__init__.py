@@ -1,0 +1,4 @@
+"""Sources: each module registers its kind in ``collector.plugins.SOURCES``."""
+
+from collector.sources import cloud as cloud
+from collector.sources import dc_rest as dc_rest
