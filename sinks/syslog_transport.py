@@ -1,0 +1,193 @@
+"""Syslog transports: UDP datagrams, and TCP or TLS streams with octet counting.
+
+Every frame carries exactly one message: a UDP datagram is one message, and on
+a stream each message is framed as ``LEN SP MSG`` (RFC 6587 octet counting,
+RFC 5425 for TLS), so a line break inside a message can never split it.
+
+Every await has a timeout. A failure closes the connection and raises a
+retriable ``SinkUnavailableError``; the next ``send`` reconnects. A TLS
+certificate that does not verify raises a permanent ``SinkError`` (a config
+problem that waiting will not fix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+
+from collector.errors import SinkError, SinkUnavailableError
+
+log = structlog.get_logger(__name__)
+
+
+class Transport(Protocol):
+    """Sends already encoded messages, one frame each."""
+
+    async def send(self, messages: Sequence[bytes]) -> None:
+        """Send every message or raise ``SinkError``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection. Idempotent."""
+        ...
+
+
+def make_tls_context(
+    *,
+    verify: bool,
+    ca_file: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+) -> ssl.SSLContext:
+    """A client context: TLS >= 1.2, verification on unless ``verify`` is false."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key)
+
+    return context
+
+
+def octet_frame(message: bytes) -> bytes:
+    """``LEN SP MSG`` (RFC 6587 section 3.4.1)."""
+    return str(len(message)).encode("ascii") + b" " + message
+
+
+class UdpTransport:
+    """One datagram per message to a fixed peer."""
+
+    def __init__(self, sink: str, host: str, port: int, timeout: float) -> None:
+        self._sink = sink
+        self._host = host
+        self._port = port
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+
+    async def send(self, messages: Sequence[bytes]) -> None:
+        """Send each message as one datagram (UDP gives no delivery guarantee)."""
+        loop = asyncio.get_running_loop()
+        try:
+            sock = self._sock or await self._connect()
+            for message in messages:
+                await asyncio.wait_for(loop.sock_sendall(sock, message), self._timeout)
+        except (OSError, TimeoutError) as exc:
+            await self.aclose()
+            raise SinkUnavailableError(
+                f"udp send failed: {exc!r}", sink=self._sink
+            ) from exc
+
+    async def _connect(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(self._host, self._port, type=socket.SOCK_DGRAM),
+            self._timeout,
+        )
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, address), self._timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+
+        return sock
+
+    async def aclose(self) -> None:
+        """Close the socket. Idempotent."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class StreamTransport:
+    """TCP or TLS with octet-counted frames; reconnects lazily after a failure."""
+
+    def __init__(
+        self,
+        sink: str,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None,
+        server_name: str | None,
+        timeout: float,
+    ) -> None:
+        self._sink = sink
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self._server_name = server_name
+        self._timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def send(self, messages: Sequence[bytes]) -> None:
+        """Write all frames and drain; any failure closes the connection.
+
+        A batch cut off in the middle is resent whole by the caller, so a
+        receiver may see its first messages twice (at-least-once).
+        """
+        payload = b"".join(octet_frame(m) for m in messages)
+        try:
+            writer = await self._connected()
+            writer.write(payload)
+            await asyncio.wait_for(writer.drain(), self._timeout)
+        except ssl.SSLCertVerificationError as exc:
+            await self.aclose()
+            raise SinkError(
+                f"TLS certificate not trusted: {exc.verify_message}",
+                sink=self._sink,
+                retriable=False,
+            ) from exc
+        except (OSError, TimeoutError, EOFError) as exc:
+            await self.aclose()
+            raise SinkUnavailableError(
+                f"stream send failed: {exc!r}", sink=self._sink
+            ) from exc
+
+    async def _connected(self) -> asyncio.StreamWriter:
+        """The open writer, reconnecting if the peer closed it meanwhile.
+
+        We never read, so the reader only sees the peer's EOF: a receiver that
+        restarted is noticed here instead of after the next batch was lost.
+        """
+        if self._writer is not None and self._reader is not None:
+            if not self._reader.at_eof() and not self._writer.is_closing():
+                return self._writer
+            await self.aclose()
+        server_hostname = (self._server_name or self._host) if self._tls else None
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                self._host,
+                self._port,
+                ssl=self._tls,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=self._timeout if self._tls else None,
+            ),
+            self._timeout,
+        )
+        self._reader, self._writer = reader, writer
+        log.debug("syslog.connected", sink=self._sink, tls=self._tls is not None)
+
+        return writer
+
+    async def aclose(self) -> None:
+        """Close the connection (TLS sends close_notify). Idempotent."""
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is None:
+            return
+        writer.close()
+        # A broken connection has nothing left to flush; closing is best effort.
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            await asyncio.wait_for(writer.wait_closed(), self._timeout)
