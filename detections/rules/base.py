@@ -1,0 +1,135 @@
+"""What every rule is made of: metadata, findings, the state it may use."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from collector.model import AuditEvent, Severity
+from collector.state import StateStore
+from detections.settings import EngineSettings, RuleSettings
+from detections.state import (
+    Baselines,
+    FirstSeen,
+    KeyedState,
+    SlidingWindows,
+    Suppressions,
+)
+
+ANY_ACTION = "*"
+NO_FINDINGS: tuple[Finding, ...] = ()
+_NOT_PEOPLE = frozenset({"system", "anonymous"})
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMeta:
+    """A rule's catalog entry; ``consumes`` is a set of actions or ``{"*"}``."""
+
+    id: str
+    name: str
+    description: str
+    severity: Severity
+    risk_score: int
+    techniques: tuple[str, ...]
+    consumes: frozenset[str]
+    limitations: str
+    runbook: str
+    author: str | None = None
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One match of a rule, before suppression turns it into an alert.
+
+    ``anchor`` pins the alert id (first evidence event of the window, or the
+    event itself); ``severity``/``risk_score`` override the rule's defaults.
+    """
+
+    key: str
+    anchor: str
+    summary: str
+    evidence: tuple[str, ...]
+    severity: Severity | None = None
+    risk_score: int | None = None
+    actor: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class DetectionState:
+    """Every namespace of detection state, loaded and flushed together."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        ttl = settings.baseline_ttl
+        cap = settings.max_state_keys
+        self.windows = SlidingWindows("detect.windows", ttl_s=86400.0, max_keys=cap)
+        self.baselines = Baselines("detect.baselines", ttl_s=ttl, max_keys=cap)
+        self.first_seen = FirstSeen("detect.first_seen", ttl_s=ttl * 4, max_keys=cap)
+        self.locations = KeyedState("detect.locations", ttl_s=86400.0, max_keys=cap)
+        self.suppressions = Suppressions(
+            "detect.suppressions", ttl_s=86400.0, max_keys=cap
+        )
+        self.risk = KeyedState("detect.risk", ttl_s=86400.0, max_keys=cap)
+
+    def parts(self) -> tuple[KeyedState, ...]:
+        """The namespaces, in a fixed order."""
+        return (
+            self.windows,
+            self.baselines,
+            self.first_seen,
+            self.locations,
+            self.suppressions,
+            self.risk,
+        )
+
+    def load(self, store: StateStore) -> None:
+        """Read every namespace from the store."""
+        for part in self.parts():
+            part.load(store)
+
+    def flush(self, store: StateStore) -> int:
+        """Write what changed; returns keys written."""
+        return sum(part.flush(store) for part in self.parts())
+
+
+class Rule(Protocol):
+    """A detection: metadata plus an evaluation over one audit event."""
+
+    META: ClassVar[RuleMeta]
+
+    def evaluate(
+        self, event: AuditEvent, ts: float, state: DetectionState
+    ) -> Sequence[Finding]:
+        """Findings this event raises (usually none)."""
+        ...
+
+
+class BaseRule:
+    """Shared plumbing: the rule's overrides and engine settings."""
+
+    META: ClassVar[RuleMeta]
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self.overrides: RuleSettings = settings.rule(self.META.id)
+        self.lateness = settings.allowed_lateness
+        self.max_evidence = settings.max_evidence
+
+
+def actor_key(event: AuditEvent) -> str | None:
+    """The acting user's key (lowercased name), or None for system/anonymous."""
+    actor = event.actor
+    if actor.kind in _NOT_PEOPLE:
+        return None
+    name = actor.name or actor.id
+    return name.lower() if name else None
+
+
+def context_map(event: AuditEvent, key: str) -> Mapping[str, Any]:
+    """``event.context[key]`` when it is a mapping, else an empty one."""
+    value = event.context.get(key)
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
+_EMPTY: Mapping[str, Any] = {}
