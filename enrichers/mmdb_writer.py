@@ -30,16 +30,31 @@ _INT32, _UINT64, _UINT128, _ARRAY, _BOOLEAN = 8, 9, 10, 11, 14
 
 
 class NetworkSiteLike(Protocol):
-    """What ``write_city_asn_mmdbs`` reads from each site."""
+    """What ``write_city_asn_mmdbs`` reads from each site (read-only attributes)."""
 
-    cidr: str
-    country_iso: str
-    country_name: str
-    city: str
-    latitude: float
-    longitude: float
-    asn: int
-    as_org: str
+    @property
+    def cidr(self) -> str: ...
+
+    @property
+    def country_iso(self) -> str: ...
+
+    @property
+    def country_name(self) -> str: ...
+
+    @property
+    def city(self) -> str: ...
+
+    @property
+    def latitude(self) -> float: ...
+
+    @property
+    def longitude(self) -> float: ...
+
+    @property
+    def asn(self) -> int: ...
+
+    @property
+    def as_org(self) -> str: ...
 
 
 def write_city_asn_mmdbs(

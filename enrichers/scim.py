@@ -200,7 +200,7 @@ class ScimEnricher:
             entry = self._cache.get(f"{how}:{key}")
             if entry is not None and entry[0] > now:
                 if entry[1] is not None:
-                    return entry[1], how  # type: ignore[return-value]
+                    return entry[1], how
             elif not complete:
                 unknown = True
         return _MISS if unknown else None
