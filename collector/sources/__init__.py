@@ -2,3 +2,4 @@
 
 from collector.sources import cloud as cloud
 from collector.sources import dc_rest as dc_rest
+from collector.sources import dc_file as dc_file
