@@ -208,8 +208,7 @@ class CloudOrgSource:
         while True:
             params = self._params(state)
             try:
-                page = await self._fetch(params, state)
-                return _page_parts(page)
+                return await self._fetch(params, state)
             except AuthFailedError as exc:
                 self._metrics.page_error(f"http_{exc.status}")
                 logger.error(
@@ -250,7 +249,9 @@ class CloudOrgSource:
             params["from"] = state.processed_at_ms - int(self.settings.overlap * 1000)
         return params
 
-    async def _fetch(self, params: dict[str, str | int], state: StreamState) -> Any:
+    async def _fetch(
+        self, params: dict[str, str | int], state: StreamState
+    ) -> tuple[list[Any], str | None]:
         await self._bucket.acquire()
         request = PageRequest(
             self._path,
@@ -278,6 +279,7 @@ class CloudOrgSource:
             clock=self._clock,
             policy=self._policy,
             on_failure=failed,
+            check=_page_parts,
             rng=self._rng,
         )
 

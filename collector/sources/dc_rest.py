@@ -131,6 +131,7 @@ class Cycle:
     cursor: str | None = None
     newest: datetime | None = None
     oldest: datetime | None = None
+    step: timedelta | None = None
     page: int = 0
     completed: bool = False
     boundary_ids: set[str] = field(default_factory=set)
@@ -145,6 +146,7 @@ class Cycle:
             "cursor": self.cursor,
             "newest": _iso(self.newest) if self.newest else None,
             "oldest": _iso(self.oldest) if self.oldest else None,
+            "step_ms": _ms(self.step) if self.step else None,
         }
 
     @classmethod
@@ -158,16 +160,25 @@ class Cycle:
             cursor=cursor if isinstance(cursor, str) else None,
             newest=_parse(data["newest"]) if data.get("newest") else None,
             oldest=_parse(data["oldest"]) if data.get("oldest") else None,
+            step=_step(data.get("step_ms")),
         )
 
     def next_query(self, upper: datetime) -> bool:
-        """Move on to [lower, upper]; False when nothing is left to read."""
+        """Move on to the part older than ``upper``; False when none is left.
+
+        After a poison page the window is read in steps: a step that worked
+        is doubled for the next query, so the cycle regains full speed in a
+        few queries instead of failing again on the whole remaining window.
+        """
         self.cursor = None
         self.seen_cursors.clear()
         if upper < self.lower:
             return False
         self.upper = upper
         self.floor = self.lower
+        if self.step is not None:
+            self.floor = max(self.lower, _floor_ms(upper - self.step))
+            self.step *= 2
         return True
 
     def end_query(self) -> bool:
@@ -327,7 +338,7 @@ class DcRestSource:
             counts.pages += 1
             return outcome
 
-    async def _fetch(self, cycle: Cycle) -> Any:
+    async def _fetch(self, cycle: Cycle) -> tuple[list[Any], Mapping[str, Any]]:
         params: dict[str, str | int] = {
             "from": _iso(cycle.floor),
             "to": _iso(cycle.upper),
@@ -362,12 +373,18 @@ class DcRestSource:
             clock=self._clock,
             policy=self._policy,
             on_failure=failed,
+            check=_page_parts,
             rng=self._rng,
         )
 
-    def _take_page(self, page: Any, cycle: Cycle, counts: CycleCounts) -> PageOutcome:
-        """Normalize one page; raises ``PageError`` when its shape is wrong."""
-        entities, paging = _page_parts(page)
+    def _take_page(
+        self,
+        page: tuple[list[Any], Mapping[str, Any]],
+        cycle: Cycle,
+        counts: CycleCounts,
+    ) -> PageOutcome:
+        """Normalize one page's entities and move the cycle past it."""
+        entities, paging = page
         events: list[AuditEvent] = []
         rejected = 0
         reached_floor = False
@@ -497,7 +514,8 @@ class DcRestSource:
             cycle.cursor = None
             cycle.seen_cursors.clear()
             cycle.upper = upper
-            cycle.floor = _floor_ms(upper - width / 2)
+            cycle.step = width / 2
+            cycle.floor = _floor_ms(upper - cycle.step)
             return False
 
         self._metrics.gap_seconds.inc(max(width.total_seconds(), 0.001))
@@ -638,6 +656,16 @@ def _load_checkpoint(
         )
         return None, None
     return last_ts, cycle
+
+
+def _ms(span: timedelta) -> int:
+    return int(span.total_seconds() * 1000)
+
+
+def _step(value: Any) -> timedelta | None:
+    if isinstance(value, int) and value > 0:
+        return timedelta(milliseconds=value)
+    return None
 
 
 def _floor_ms(when: datetime) -> datetime:
