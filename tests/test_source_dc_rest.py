@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import random
+import ssl
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -13,6 +18,16 @@ from structlog.testing import capture_logs
 
 from collector.metrics import Metrics
 from collector.sources.dc_rest import DcRestSettings, DcRestSource
+from collector.sources.http_common import (
+    PageError,
+    PageRequest,
+    TokenBucket,
+    _ssl_context,
+    backoff_delay,
+    get_json_page,
+    make_client,
+    parse_retry_after,
+)
 from tests.conftest import SAMPLES
 from tests.fixtures_http import (
     DcAuditServer,
@@ -474,3 +489,100 @@ def test_settings_validate_auth_and_limits() -> None:
     assert settings.verify is True
     assert settings.own_account == "collector"
     assert settings.max_response_bytes == 32 * 1024 * 1024
+
+
+def test_client_verifies_tls_1_2_by_default() -> None:
+    """The client verifies certificates and refuses anything below TLS 1.2."""
+    context = _ssl_context(True, None)
+    insecure = _ssl_context(False, None)
+
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert insecure.verify_mode == ssl.CERT_NONE
+    assert insecure.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_retry_after_forms() -> None:
+    """Retry-After reads seconds and HTTP dates, clamps, and ignores junk."""
+    assert parse_retry_after("12", NOW) == 12
+    assert parse_retry_after("Tue, 19 May 2026 12:01:00 GMT", NOW) == 60
+    assert parse_retry_after("Tue, 19 May 2026 11:00:00 GMT", NOW) == 0
+    assert parse_retry_after("999999", NOW) == 3600
+    assert parse_retry_after("soon", NOW) is None
+    assert parse_retry_after("nan", NOW) is None
+    assert parse_retry_after(None, NOW) is None
+
+
+def test_full_jitter_stays_under_the_cap() -> None:
+    """Backoff is uniform under min(cap, base * 2**attempt)."""
+    rng = random.Random(1)
+    delays = [backoff_delay(a, base_s=1, cap_s=10, rng=rng) for a in range(40)]
+
+    assert all(0 <= d <= min(10, 2**a) for a, d in enumerate(delays))
+    assert max(delays) > 1
+
+
+async def test_token_bucket_spaces_requests() -> None:
+    """After the burst, each token waits 1/rate seconds on the clock."""
+    clock = FakeClock(NOW)
+    bucket = TokenBucket(0.5, 2, clock)
+
+    waits = [await bucket.acquire() for _ in range(5)]
+
+    assert waits[:2] == [0.0, 0.0]
+    assert waits[2:] == pytest.approx([2.0, 2.0, 2.0])
+
+
+class _LoopbackHandler(BaseHTTPRequestHandler):
+    """Serves a trickling body on /slow and an oversized one on /huge."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        try:
+            if self.path.startswith("/slow"):
+                self.wfile.write(b'{"entities": [')
+                for _ in range(200):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            else:
+                chunk = b" " * 65536
+                for _ in range(64):
+                    self.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+
+@pytest.fixture
+def loopback() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1, stopped after the test."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LoopbackHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_real_socket_slow_loris_and_size_cap(loopback: str) -> None:
+    """Over a real socket a trickle hits the deadline and a 4 MiB body the cap."""
+    client = make_client(base_url=loopback)
+    clock = FakeClock(NOW)
+    try:
+        with pytest.raises(PageError) as slow:
+            await get_json_page(client, PageRequest("/slow", {}, deadline_s=0.5), clock)
+        with pytest.raises(PageError) as huge:
+            await get_json_page(
+                client, PageRequest("/huge", {}, max_bytes=1024 * 1024), clock
+            )
+    finally:
+        await client.aclose()
+
+    assert slow.value.reason == "deadline"
+    assert huge.value.reason == "too_large"
