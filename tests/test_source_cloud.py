@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from collector.config import parse_config
 from collector.metrics import Metrics
 from collector.sources.cloud import CloudOrgSettings, CloudOrgSource
 from tests.conftest import SAMPLES
@@ -304,3 +306,26 @@ def test_settings_limits() -> None:
     assert settings.base_url == "https://api.atlassian.com"
     assert settings.requests_per_minute < 50
     assert API_KEY not in repr(settings)
+
+
+def test_config_loader_reads_secret_files(tmp_path: Path) -> None:
+    """Both kinds validate through the config loader with *_file secrets."""
+    (tmp_path / "key").write_text(API_KEY + "\n")
+    (tmp_path / "pw").write_text("dc-password\n")
+    config = {
+        "sources": [
+            {"kind": "cloud_org", "org_id": ORG, "api_key_file": "key"},
+            {
+                "kind": "dc_rest",
+                "base_url": "https://bitbucket.example.test",
+                "auth": {"username": "svc", "password_file": "pw"},
+            },
+        ]
+    }
+
+    app = parse_config(config, base_dir=tmp_path)
+
+    cloud, dc = app.sources
+    assert cloud.api_key.get_secret_value() == API_KEY
+    assert dc.auth.password.get_secret_value() == "dc-password"
+    assert dc.instance_name == "dc_rest-1"
