@@ -67,7 +67,7 @@ _PARAM_ESCAPES = {'"': '\\"', "\\": "\\\\", "]": "\\]", "\r": "\\r", "\n": "\\n"
 _PARAM_RE = re.compile(r'["\\\]\r\n]')
 _UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
 _UNESCAPES = {'"': '"', "\\": "\\", "]": "]", "r": "\r", "n": "\n"}
-_MAX_PARAM_CHARS = 512
+_MAX_PARAM_BYTES = 128
 TRUNCATED_PARAM = ("truncated", "true")
 
 
@@ -118,12 +118,17 @@ def timestamp(moment: datetime) -> str:
 
 
 def structured_data(sd_id: str, params: Sequence[tuple[str, str | None]]) -> str:
-    """One SD-ELEMENT; params with a ``None`` value are left out; long values cut."""
+    """One SD-ELEMENT; params with a ``None`` value are left out.
+
+    An escaped value is cut to 128 bytes (on a UTF-8 boundary, never inside an
+    escape), so the part before MSG stays far below the 2048-byte UDP budget.
+    """
     parts = [sd_name(sd_id)]
     for name, value in params:
         if value is not None:
-            text = escape_param_value(value[:_MAX_PARAM_CHARS])
-            parts.append(f'{sd_name(name)}="{text}"')
+            escaped = escape_param_value(value).encode("utf-8", "replace")
+            cut = _drop_dangling_escape(cut_utf8(escaped, _MAX_PARAM_BYTES))
+            parts.append(f'{sd_name(name)}="{cut.decode("utf-8")}"')
 
     return "[" + " ".join(parts) + "]"
 
@@ -143,9 +148,9 @@ def encode(
     """The whole message and whether it was truncated to fit ``max_bytes``.
 
     A message over ``max_bytes`` gets ``truncated="true"`` in its structured data
-    and its MSG cut on a UTF-8 boundary (never in the middle of a ``\\`` escape),
-    so the result is at most ``max_bytes`` long unless the header and structured
-    data alone are longer (then MSG is empty and the prefix is sent as it is).
+    and its MSG cut on a UTF-8 boundary (never in the middle of a ``\\`` escape).
+    The part before MSG is at most about 1000 bytes (header limits plus four
+    128-byte params), so any ``max_bytes`` of 1024 or more is always met.
     """
     body = (BOM if bom else b"") + msg.encode("utf-8", "replace")
     prefix = _prefix(header, severity, moment, msgid, sd_id, params)

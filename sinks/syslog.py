@@ -44,6 +44,9 @@ log = structlog.get_logger(__name__)
 ALERT_SEVERITY = {"info": 6, "low": 5, "medium": 4, "high": 3, "critical": 2}
 EVENT_SEVERITY = {"failure": 5}
 DEFAULT_EVENT_SEVERITY = 6
+_LINE_SEPARATORS = str.maketrans(
+    {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+)
 
 
 class SyslogSinkSettings(SinkSettings):
@@ -63,8 +66,8 @@ class SyslogSinkSettings(SinkSettings):
     client_cert: str | None = None
     client_key: str | None = None
     server_name: str | None = None
-    max_udp_bytes: ByteSize = Field(default=2048, ge=480)
-    max_stream_bytes: ByteSize = Field(default=64 * 1024, ge=480)
+    max_udp_bytes: ByteSize = Field(default=2048, ge=1024)
+    max_stream_bytes: ByteSize = Field(default=64 * 1024, ge=1024)
     timeout: Duration = 10.0
 
     @field_validator("facility")
@@ -158,7 +161,10 @@ class SyslogSink:
         fmt = "ecs" if self._settings.format == "cef" else self._settings.format
         document: dict[str, Any] = render(record, fmt)
 
-        return orjson.dumps(document, default=str).decode("utf-8")
+        text = orjson.dumps(document, default=str).decode("utf-8")
+        # JSON allows these raw, but some readers (Python's splitlines, JS) take
+        # them for line breaks; escaped they mean the same and split nothing.
+        return text.translate(_LINE_SEPARATORS)
 
     def _note_failure(self, exc: SinkError) -> None:
         if not exc.retriable:

@@ -1,0 +1,234 @@
+"""rsyslog as a real syslog receiver for the sink tests, plus a test PKI.
+
+``rsyslog`` (fixture) starts ``rsyslogd -n`` with a config of ours on free
+loopback ports: UDP, plain TCP and TLS (ossl driver, anonymous client auth)
+TCP; rsyslog detects octet-counted framing on its own. Each received message
+is written twice: raw (``%rawmsg%``, one per line) and as rsyslog parsed it
+(``APP-NAME MSGID STRUCTURED-DATA``), so tests can count lines and check that
+rsyslog read our messages as RFC 5424. The PKI (``pki``, one per session) is
+made with the ``openssl`` CLI: a CA, a server certificate for ``localhost`` and
+127.0.0.1, and a second, unrelated CA. Needs tests/infra/install_rsyslog.sh.
+
+Import the fixtures into a test module: ``from tests.syslog_receivers import
+pki, rsyslog``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
+_CONFIG = """\
+global(workDirectory="{work}" maxMessageSize="256k"
+       defaultNetstreamDriverCAFile="{ca}"
+       defaultNetstreamDriverCertFile="{cert}"
+       defaultNetstreamDriverKeyFile="{key}")
+module(load="imudp")
+module(load="imtcp" maxSessions="200")
+template(name="raw" type="string" string="%rawmsg%\\n")
+template(name="parsed" type="string"
+         string="%app-name% %msgid% %structured-data%\\n")
+ruleset(name="main") {{
+  if $app-name == "probe" then {{
+    action(type="omfile" file="{probe}" template="raw")
+    stop
+  }}
+  action(type="omfile" file="{raw}" template="raw")
+  action(type="omfile" file="{parsed}" template="parsed")
+}}
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="main")
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="main")
+input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="main"
+      streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="anon")
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pki:
+    """Files of the test PKI."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    other_ca: Path
+
+
+@dataclass(slots=True)
+class Rsyslog:
+    """A running rsyslogd and where it writes what it received."""
+
+    udp_port: int
+    tcp_port: int
+    tls_port: int
+    raw_file: Path
+    parsed_file: Path
+    pki: Pki
+
+    def lines(self) -> list[str]:
+        """Raw messages received so far, one per line."""
+        return _read_lines(self.raw_file)
+
+    def parsed(self) -> list[str]:
+        """``APP-NAME MSGID STRUCTURED-DATA`` of each message received so far."""
+        return _read_lines(self.parsed_file)
+
+    async def wait_for(self, count: int, within: float = 10.0) -> list[str]:
+        """Wait until at least ``count`` messages arrived; return all of them."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            lines = self.lines()
+            if len(lines) >= count:
+                return lines
+            await asyncio.sleep(0.05)
+        return self.lines()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, a server certificate signed by it, and an unrelated second CA."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl not installed: run tests/infra/install_rsyslog.sh")
+    folder = tmp_path_factory.mktemp("pki")
+    _make_ca(folder, "ca")
+    _make_ca(folder, "other")
+    _make_server_cert(folder)
+
+    return Pki(
+        ca=folder / "ca.pem",
+        cert=folder / "server.pem",
+        key=folder / "server.key",
+        other_ca=folder / "other.pem",
+    )
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
+    """rsyslogd listening on free loopback ports, stopped after the test."""
+    if not Path(RSYSLOGD).exists():
+        pytest.fail("rsyslogd not installed: run tests/infra/install_rsyslog.sh")
+    work = tmp_path / "rsyslog"
+    work.mkdir()
+    udp, tcp, tls = _free_port(socket.SOCK_DGRAM), _free_port(), _free_port()
+    receiver = Rsyslog(udp, tcp, tls, work / "raw.log", work / "parsed.log", pki)
+    config = work / "rsyslog.conf"
+    config.write_text(
+        _CONFIG.format(
+            work=work,
+            ca=pki.ca,
+            cert=pki.cert,
+            key=pki.key,
+            probe=work / "probe.log",
+            raw=receiver.raw_file,
+            parsed=receiver.parsed_file,
+            udp=udp,
+            tcp=tcp,
+            tls=tls,
+        )
+    )
+    log = (work / "rsyslogd.out").open("wb")
+    process = subprocess.Popen(
+        [RSYSLOGD, "-n", "-f", str(config), "-i", str(work / "rsyslogd.pid")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_ready(receiver, process, work)
+        yield receiver
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+
+
+def _wait_ready(
+    receiver: Rsyslog, process: subprocess.Popen[bytes], work: Path
+) -> None:
+    """Wait for the TCP listeners, then for a UDP probe to be written out."""
+    deadline = time.monotonic() + 15
+    probe_file = work / "probe.log"
+    probe = b"<14>1 - - probe - - - ready"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = (work / "rsyslogd.out").read_text(errors="replace")
+            pytest.fail(f"rsyslogd exited with {process.returncode}: {output}")
+        if _accepts(receiver.tcp_port) and _accepts(receiver.tls_port):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(probe, ("127.0.0.1", receiver.udp_port))
+            if probe_file.exists() and probe_file.stat().st_size:
+                return
+        time.sleep(0.05)
+    pytest.fail("rsyslogd did not start listening within 15 s")
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    # Split on LF only: str.splitlines() would also split on U+2028 and friends,
+    # which are ordinary characters to syslog.
+    data = path.read_bytes().decode("utf-8", "replace")
+    return data.split("\n")[:-1] if data else []
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_ca(folder: Path, name: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+        "-subj", f"/CN=bbaudit test {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=folder,
+    )  # fmt: skip
+
+
+def _make_server_cert(folder: Path) -> None:
+    (folder / "server.ext").write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid\n"
+    )
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+        cwd=folder,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2",
+        "-extfile", "server.ext",
+        cwd=folder,
+    )  # fmt: skip
