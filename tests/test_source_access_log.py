@@ -544,3 +544,27 @@ async def test_restart_from_checkpoint_no_loss_no_dup(
 
     assert len(ids) == 12
     assert len(set(ids)) == 12
+
+
+async def test_simulator_files_round_trip(tmp_path: Path, metrics: Metrics) -> None:
+    """Every git operation the simulator writes comes back as one audit event."""
+    from collector.simulator import build_world
+
+    end = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    world = build_world(5, users=25, days=1.0, end=end)
+    world.write_files(tmp_path, max_file_bytes=64 * 1024)
+    source, store = _source(
+        tmp_path,
+        metrics,
+        path=str(tmp_path / "log" / "atlassian-bitbucket-access*.log"),
+    )
+
+    batches = await _collect(source)
+    store.close()
+    events = [e for b in batches for e in b.events]
+
+    expected = sorted((op.operation, op.username) for op in world.git_ops)
+    got = sorted((e.context["git"]["operation"], e.actor.name) for e in events)
+    assert got == expected
+    assert sum(b.rejected for b in batches) == 0
+    assert all(e.raw["start_line"] is not None for e in events)

@@ -163,3 +163,24 @@ async def test_checkpoint_round_trips_through_the_state_store(
     store.close()
 
     assert sum(len(b.events) for b in again) == 3
+
+
+async def test_simulator_audit_files(tmp_path: Path, metrics: Metrics) -> None:
+    """The simulator's rotated audit files are read whole, oldest first."""
+    from datetime import UTC, datetime
+
+    from collector.simulator import build_world
+
+    world = build_world(5, users=25, days=1.0, end=datetime(2026, 3, 2, tzinfo=UTC))
+    world.write_files(tmp_path, max_file_bytes=64 * 1024)
+    source, store = _source(
+        tmp_path, metrics, path=str(tmp_path / "log" / "audit" / "*.log")
+    )
+
+    batches = await _collect(source)
+    store.close()
+    events = [e for b in batches for e in b.events]
+
+    assert len(events) == len(world.dc_events)
+    assert sum(b.rejected for b in batches) == 0
+    assert [e.time for e in events] == sorted(e.time for e in events)
