@@ -45,12 +45,12 @@ from typing import Any
 import httpx
 import orjson
 import structlog
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from collector.errors import SinkClosedError, SinkError, SinkUnavailableError
 from collector.model import Alert, Record
 from collector.plugins import SINKS, Runtime
-from collector.settings_types import ByteSize, Duration
+from collector.settings_types import ByteSize, Duration, parse_duration
 from sinks.base import SinkSettings
 from sinks.render import render
 from sinks.syslog_transport import make_tls_context
@@ -86,6 +86,30 @@ class SplunkHecSettings(SinkSettings):
     client_key: str | None = None
     max_batch_bytes: ByteSize = Field(default=900_000, ge=1024)
     timeout: Duration = 30.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _room_for_acks(cls, data: Any) -> Any:
+        """With acks, ``send`` lasts up to ``ack_timeout``: unless set, the
+        delivery layer's ``send_timeout`` grows to cover it, else it would cancel
+        every slow ack wait and resend forever (kafka-connect-splunk#122)."""
+        if (
+            isinstance(data, dict)
+            and data.get("use_ack")
+            and "send_timeout" not in data
+        ):
+            ack = parse_duration(data.get("ack_timeout", 300.0))
+            request = parse_duration(data.get("timeout", 30.0))
+            data = {**data, "send_timeout": ack + 4 * request}
+        return data
+
+    @model_validator(mode="after")
+    def _send_timeout_covers_acks(self) -> SplunkHecSettings:
+        if self.use_ack and self.send_timeout <= self.ack_timeout + self.timeout:
+            raise ValueError(
+                "send_timeout must be longer than ack_timeout + timeout with use_ack"
+            )
+        return self
 
 
 class HecRetryError(SinkUnavailableError):

@@ -67,6 +67,7 @@ class HecReceiver:
         self.throttle = False
         self.fail_status: tuple[int, int] | None = None  # (status, remaining count)
         self.delay = 0.0
+        self.retry_after: str | None = None
         self.ack_delay = 0.0
         self.reject_ids: set[str] = set()
         self.events: list[dict[str, Any]] = []
@@ -261,7 +262,10 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, reply = self.owner.handle(path, headers, query, raw)
-        self._reply(status, reply)
+        extra = {}
+        if status in (429, 503) and self.owner.retry_after is not None:
+            extra["Retry-After"] = self.owner.retry_after
+        self._reply(status, reply, extra)
 
     def do_GET(self) -> None:
         if self.path.startswith("/services/collector/health"):
@@ -269,9 +273,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, {"text": "Not found"})
 
-    def _reply(self, status: int, reply: dict[str, Any]) -> None:
+    def _reply(
+        self, status: int, reply: dict[str, Any], extra: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(reply).encode()
         self.send_response(status)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

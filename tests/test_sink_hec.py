@@ -313,3 +313,30 @@ def test_gzip_body_round_trips(receiver: HecReceiver) -> None:
         "fields",
         "event",
     }
+
+
+def test_ack_mode_extends_the_send_timeout() -> None:
+    """With acks the delivery ``send_timeout`` covers the ack wait, or is refused."""
+    base: dict[str, Any] = {
+        "kind": "splunk_hec",
+        "url": "http://127.0.0.1:1",
+        "token": TOKEN,
+    }
+
+    settings = SplunkHecSettings(**base, use_ack=True, ack_timeout=300)
+
+    assert settings.send_timeout > settings.ack_timeout + settings.timeout
+    with pytest.raises(ValueError, match="send_timeout must be longer"):
+        SplunkHecSettings(**base, use_ack=True, send_timeout=30)
+
+
+async def test_retry_after_is_passed_on(receiver: HecReceiver) -> None:
+    """A 503 with ``Retry-After`` gives its value (capped) on the error."""
+    receiver.busy = True
+    receiver.retry_after = "7"
+    sink = make_sink(receiver)
+
+    with pytest.raises(HecRetryError) as caught:
+        await sink.send([make_event(1)])
+
+    assert caught.value.retry_after == 7.0

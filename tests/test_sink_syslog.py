@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -217,3 +218,29 @@ async def test_reconnects_after_the_receiver_closed() -> None:
     assert connections == 2
     assert [b"ev-000001" in received[0], b"ev-000002" in received[1]] == [True, True]
     assert re.match(rb"\d+ <134>1 ", received[0])
+
+
+def test_stream_messages_are_capped_and_marked() -> None:
+    """Over TCP/TLS a message beyond ``max_stream_bytes`` is cut and marked too."""
+    sink = make_sink(1, "tcp")
+
+    message = sink.encode(make_event(1, note=BIG * 4))
+
+    assert len(message) <= 64 * 1024
+    assert b' truncated="true"] ' in message
+    message.decode("utf-8")
+
+
+def test_unknown_facility_is_a_config_error() -> None:
+    """A facility name that syslog does not define is refused."""
+    with pytest.raises(ValueError, match="unknown facility"):
+        SyslogSinkSettings(kind="syslog", host="127.0.0.1", facility="local9")
+
+
+def test_alert_severity_maps_to_syslog_severity() -> None:
+    """A high alert is ``err`` (PRI 16*8+3) and a failed event ``notice``."""
+    sink = make_sink(1, "udp", facility="local0")
+    failed = replace(make_event(1), outcome="failure")
+
+    assert sink.encode(make_alert(1)).startswith(b"<131>1 ")
+    assert sink.encode(failed).startswith(b"<133>1 ")
