@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from structlog.testing import capture_logs
 
 from collector.metrics import Metrics
 from collector.simulator.dc_api import dc_ids
+from collector.simulator.faults import Faults
 from collector.simulator.server import SimulatorServer
 from collector.simulator.world import World, build_world
 from collector.sources.cloud import CloudOrgSettings, CloudOrgSource
@@ -31,6 +33,17 @@ def simulator(world: World) -> Iterator[SimulatorServer]:
     server = SimulatorServer(world, token=TOKEN, basic=("collector", "pw")).start()
     yield server
     server.stop()
+
+
+def without_own_searches(server: SimulatorServer, world: World) -> set[str]:
+    """Ids of the visible DC events, less the collector's own audit searches."""
+    visible = server.visible_dc_events()
+    own = [
+        e
+        for e in visible
+        if e.author.name == "collector" and e.kind.key.endswith("audit.search")
+    ]
+    return dc_ids(visible, world.instance) - dc_ids(own, world.instance)
 
 
 def sim_clock(server: SimulatorServer) -> FakeClock:
@@ -61,13 +74,7 @@ async def test_dc_source_reads_the_whole_simulated_log(
     await source.aclose()
 
     got = set(delivered(batches))
-    visible = simulator.visible_dc_events()
-    own = [
-        e
-        for e in visible
-        if e.author.name == "collector" and e.kind.key.endswith("audit.search")
-    ]
-    expected = dc_ids(visible, world.instance) - dc_ids(own, world.instance)
+    expected = without_own_searches(simulator, world)
     assert len(got) > 100
     assert got == expected
 
@@ -97,3 +104,39 @@ async def test_cloud_source_reads_the_simulated_stream(
     ids = delivered(batches)
     assert len(ids) == len(set(ids))
     assert set(ids) == simulator.expected_cloud_ids()
+
+
+async def test_dc_source_survives_rate_limits_errors_and_poison(world: World) -> None:
+    """429s, transient 500s and a poison page index lose no event."""
+    faults = Faults(rate_limit_every=4, error_every=7, fail_page=2, targets=("dc",))
+    server = SimulatorServer(world, faults=faults, basic=("collector", "pw")).start()
+    try:
+        settings = DcRestSettings.model_validate(
+            {
+                "kind": "dc_rest",
+                "name": "sim-dc",
+                "base_url": server.base_url,
+                "auth": {"username": "collector", "password": "pw"},
+                "instance": world.instance,
+                "lookback": "2d",
+                "limit": 100,
+            }
+        )
+        clock = sim_clock(server)
+        source = DcRestSource(
+            settings, metrics=Metrics(), clock=clock, rng=random.Random(1)
+        )
+        with capture_logs() as logs:
+            batches = await collect(source.batches(None, follow=False))
+        await source.aclose()
+    finally:
+        server.stop()
+
+    got = set(delivered(batches))
+    expected = without_own_searches(server, world)
+    assert got <= expected
+    assert batches[-1].caught_up
+    assert any(e["event"] == "source.page_skipped" for e in logs)
+    # A page index that always fails is escaped by narrowing, without a gap.
+    assert got == expected
+    assert not [e for e in logs if e["event"] == "source.window_skipped"]
