@@ -1,4 +1,4 @@
-"""The rule catalog: every rule's metadata, and the table ``bbaudit rules list`` prints."""
+"""The rule catalog: every rule's metadata and the ``bbaudit rules list`` table."""
 
 from __future__ import annotations
 

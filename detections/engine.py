@@ -74,6 +74,7 @@ class DetectionEngine:
             "Findings held back because the same rule and key alerted recently.",
             ["rule"],
         )
+        self._children: dict[tuple[int, str], Any] = {}
         self._last_flush = time.monotonic()
         self._closed = False
 
@@ -109,14 +110,13 @@ class DetectionEngine:
     def process(self, event: AuditEvent) -> list[Alert]:
         """Run every routed rule over one event (synchronous core of ``detect``)."""
         ts = event.time.timestamp()
-        if self._track_first_seen:
-            user = actor_key(event)
-            if user is not None:
-                self.state.first_seen.observe(user, ts)
+        user = actor_key(event)
+        if self._track_first_seen and user is not None:
+            self.state.first_seen.observe(user, ts)
 
         alerts: list[Alert] = []
         for rule in self._route(event.action):
-            for finding in rule.evaluate(event, ts, self.state):
+            for finding in rule.evaluate(event, ts, user, self.state):
                 self._emit(rule.META, finding, event, ts, alerts)
         for detection in self._sigma_for(event):
             self._emit_sigma(detection, event, ts, alerts)
@@ -152,7 +152,8 @@ class DetectionEngine:
 
     def _sigma_for(self, event: AuditEvent) -> tuple[SigmaDetection, ...]:
         routed, always = self._sigma_routes
-        return routed.get(routing_key(event), ()) + always
+        found = routed.get(routing_key(event), ())
+        return found + always if always else found
 
     def _emit_sigma(
         self,
@@ -164,10 +165,11 @@ class DetectionEngine:
         if not detection.matches(field_view(event)):
             return
         actor = actor_key(event) or (event.actor.name or "unknown").lower()
+        what = event.raw_action or event.action
         finding = Finding(
             key=actor,
             anchor=event.id,
-            summary=f"{detection.meta.name}: {actor} ({event.raw_action or event.action})",
+            summary=f"{detection.meta.name}: {actor} ({what})",
             evidence=(event.id,),
             actor=actor,
             details={"sigma_file": detection.path.name},
@@ -192,7 +194,7 @@ class DetectionEngine:
         overrides = self.settings.rule(meta.id)
         suppressions = self.state.suppressions
         if suppressions.active(meta.id, finding.key, ts):
-            self._suppressed.labels(rule=meta.id).inc()
+            self._counter(self._suppressed, meta.id).inc()
             return
 
         window = overrides.suppression or self.settings.suppression_window
@@ -217,7 +219,15 @@ class DetectionEngine:
                 references=meta.references,
             )
         )
-        self._metrics.alerts.labels(rule=meta.id).inc()
+        self._counter(self._metrics.alerts, meta.id).inc()
+
+    def _counter(self, family: Any, rule_id: str) -> Any:
+        """The labelled child of a counter, cached: ``labels()`` is slow."""
+        key = (id(family), rule_id)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(rule=rule_id)
+        return child
 
     def _grade(self, meta: RuleMeta, finding: Finding) -> tuple[Severity, int]:
         overrides = self.settings.rule(meta.id)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 from sigma.collection import SigmaCollection
 from sigma.conditions import (
     ConditionAND,
@@ -53,8 +54,7 @@ from detections.rules.base import ANY_ACTION, RuleMeta
 logger = structlog.get_logger(__name__)
 
 BUILTIN_DIR = Path(__file__).parent / "sigma_rules"
-FieldView = Mapping[str, tuple[str, ...]]
-Predicate = Callable[[FieldView], bool]
+Predicate = Callable[["EventFields"], bool]
 
 _LEVEL: dict[str, Severity] = {
     "informational": "info",
@@ -104,7 +104,7 @@ class SigmaDetection:
     actions: frozenset[str] | None
     path: Path
 
-    def matches(self, view: FieldView) -> bool:
+    def matches(self, view: EventFields) -> bool:
         """True when the event's field view satisfies the rule."""
         return self.predicate(view)
 
@@ -131,8 +131,9 @@ def load_sigma_file(path: Path) -> list[SigmaDetection]:
     """The rules of one file; raises ``SigmaLoadError`` naming the file."""
     try:
         collection = SigmaCollection.from_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, SigmaError, ValueError) as exc:
-        raise SigmaLoadError(path, f"{type(exc).__name__}: {exc}") from exc
+    except (OSError, SigmaError, ValueError, yaml.YAMLError) as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise SigmaLoadError(path, reason) from exc
 
     rules = []
     for rule in collection.rules:
@@ -161,19 +162,72 @@ def compile_rule(rule: SigmaRule, path: Path) -> SigmaDetection:
     return SigmaDetection(_meta(rule), predicate, actions, path)
 
 
-def field_view(event: AuditEvent) -> dict[str, tuple[str, ...]]:
-    """The event as flat dotted field names -> string values."""
-    view: dict[str, list[str]] = {}
-    _flatten(event.raw, "", view)
-    for name, value in event.attributes.items():
-        view.setdefault(f"attributes.{name}", []).append(value)
-    view["bbaudit.action"] = [event.action]
-    view["bbaudit.category"] = [event.category]
-    view["bbaudit.outcome"] = [event.outcome]
-    alias = _CLOUD_ALIASES.get(event.action) if event.platform == "cloud" else None
-    if alias is not None and "type.action" not in view:
-        view["type.category"], view["type.action"] = [alias[0]], [alias[1]]
-    return {k: tuple(v) for k, v in view.items()}
+class EventFields:
+    """The event as flat dotted field names -> string values, resolved lazily.
+
+    Rules touch two or three fields, so each is looked up on first use and
+    cached; only keyword searches flatten the whole record. ``type.*`` reads
+    the REST ``type`` block or the file ``auditType`` block; ``attributes.<n>``
+    reads extraAttributes by name; ``bbaudit.*`` reads the normalized fields.
+    """
+
+    __slots__ = ("_cache", "_event")
+
+    def __init__(self, event: AuditEvent) -> None:
+        self._event = event
+        self._cache: dict[str, tuple[str, ...]] = {}
+
+    def get(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The values of a field (``default`` when it has none)."""
+        found = self._cache.get(name)
+        if found is None:
+            found = self._cache[name] = self._resolve(name)
+        return found or default
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self.get(name))
+
+    def values(self) -> Iterable[tuple[str, ...]]:
+        """Every field's values (keyword search)."""
+        flat: dict[str, list[str]] = {}
+        _flatten(self._event.raw, "", flat)
+        yield from (tuple(v) for v in flat.values())
+        yield tuple(self._event.attributes.values())
+
+    def _resolve(self, name: str) -> tuple[str, ...]:
+        event = self._event
+        head, _, rest = name.partition(".")
+        if head == "bbaudit":
+            value = getattr(event, rest, None)
+            return (value,) if isinstance(value, str) else ()
+        if head == "attributes":
+            attribute = event.attributes.get(rest)
+            return (attribute,) if attribute else ()
+        if head == "type":
+            return self._type_field(rest)
+
+        out: list[str] = []
+        _collect(event.raw.get(head), rest, out)
+        return tuple(out)
+
+    def _type_field(self, rest: str) -> tuple[str, ...]:
+        event = self._event
+        block = event.raw.get("type")
+        if not isinstance(block, Mapping):
+            block = event.raw.get("auditType")
+        if isinstance(block, Mapping):
+            out: list[str] = []
+            _collect(block, rest, out)
+            return tuple(out)
+        alias = _CLOUD_ALIASES.get(event.action) if event.platform == "cloud" else None
+        if alias is None or rest not in ("category", "action"):
+            return ()
+        return (alias[0] if rest == "category" else alias[1],)
+
+
+def field_view(event: AuditEvent) -> EventFields:
+    """The lazy field view of ``event`` that Sigma predicates read."""
+    return EventFields(event)
 
 
 def routing_key(event: AuditEvent) -> str:
@@ -280,7 +334,7 @@ def _value_test(value: Any, path: Path) -> Callable[[str], bool]:
         text = "true" if value.boolean else "false"
         return lambda item: item.lower() == text
     if isinstance(value, SigmaNumber):
-        return _number_test(value.number, CompareOperators.EQ)
+        return _number_test(value.number, None)
     if isinstance(value, SigmaCompareExpression):
         return _number_test(value.number.number, value.op)
     if isinstance(value, SigmaRegularExpression):
@@ -327,7 +381,7 @@ def _glob(parts: Iterable[Any]) -> str:
 
 def _number_test(number: float, op: Any) -> Callable[[str], bool]:
     compare: dict[Any, Callable[[float], bool]] = {
-        CompareOperators.EQ: lambda x: x == number,
+        None: lambda x: x == number,
         CompareOperators.LT: lambda x: x < number,
         CompareOperators.LTE: lambda x: x <= number,
         CompareOperators.GT: lambda x: x > number,
@@ -374,6 +428,7 @@ def _required_actions(node: Any) -> frozenset[str] | None:
         value = node.value
         plain = isinstance(value, SigmaString) and not value.contains_special()
         if _field(node.field) == _ACTION_FIELD and plain:
+            assert isinstance(value, SigmaString)
             return frozenset({_plain(value).lower()})
         return None
     if isinstance(node, ConditionOR):
@@ -387,6 +442,21 @@ def _required_actions(node: Any) -> frozenset[str] | None:
             if found_one is not None:
                 return found_one
     return None
+
+
+def _collect(value: Any, path: str, out: list[str]) -> None:
+    """Append the scalar values at dotted ``path`` under ``value`` (lists fan out)."""
+    if isinstance(value, list):
+        for inner in value:
+            _collect(inner, path, out)
+    elif isinstance(value, Mapping):
+        if path:
+            head, _, rest = path.partition(".")
+            _collect(value.get(head), rest, out)
+    elif value is not None and not path:
+        out.append(
+            ("true" if value else "false") if isinstance(value, bool) else str(value)
+        )
 
 
 def _flatten(value: Any, prefix: str, view: dict[str, list[str]]) -> None:

@@ -147,8 +147,15 @@ class SlidingWindows(KeyedState):
         else:
             self._dirty.add(key)
 
-        self._insert(window, (ts, value, event_id))
-        self._evict_old(window, span_s)
+        items = window.items
+        if items and ts < items[-1][0]:
+            self._insert(window, (ts, value, event_id))
+        else:
+            items.append((ts, value, event_id))
+            window.counts[value] = window.counts.get(value, 0) + 1
+            window.newest = ts
+        if items[0][0] < window.newest - span_s:
+            self._evict_old(window, span_s)
 
         return window
 
@@ -202,13 +209,16 @@ class Baselines(KeyedState):
 
     def observe(self, entity: str, value: str, ts: float) -> bool:
         """Record a sighting; True when the value was already known."""
-        key = join_key(entity, value)
+        return self.observe_key(join_key(entity, value), ts)
+
+    def observe_key(self, key: str, ts: float) -> bool:
+        """``observe`` with the key already joined (the hot path)."""
         last = self.values.get(key)
         if last is None:
             self.put(key, ts)
             return False
 
-        known = ts - last <= self.ttl_s
+        known: bool = ts - last <= self.ttl_s
         if ts - last > self.refresh_s:
             self.put(key, ts)
         return known

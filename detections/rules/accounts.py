@@ -12,7 +12,6 @@ from detections.rules.base import (
     DetectionState,
     Finding,
     RuleMeta,
-    actor_key,
     context_map,
 )
 from detections.settings import EngineSettings
@@ -53,10 +52,10 @@ class BruteForce(BaseRule):
         self.ip_span = o.secondary_window or self.span
 
     def evaluate(
-        self, event: AuditEvent, ts: float, state: DetectionState
+        self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
         """Count failures; on a success, look at the user's recent failures."""
-        user = _attempted_user(event)
+        user = _attempted_user(event, user)
         if event.action == "auth.login":
             return self._success(event, user, ts, state)
 
@@ -83,11 +82,15 @@ class BruteForce(BaseRule):
         threshold = self.ip_threshold if by_ip else self.threshold
         if window is None or window.count < threshold:
             return None
+        if self.held_back(state, f"{scope}:{who}", ts):
+            return None
 
         return Finding(
             key=f"{scope}:{who}",
             anchor=window.first_id(),
-            summary=f"{window.count} failed logins for {scope} {who} in {span / 60:g} min",
+            summary=(
+                f"{window.count} failed logins for {scope} {who} in {span / 60:g} min"
+            ),
             evidence=window.event_ids(self.max_evidence),
             actor=None if by_ip else who,
             details={"failures": window.count, "scope": scope},
@@ -97,7 +100,9 @@ class BruteForce(BaseRule):
         self, event: AuditEvent, user: str | None, ts: float, state: DetectionState
     ) -> Sequence[Finding]:
         window = state.windows.get(join_key(self.META.id, "user", user or ""))
-        if user is None or window is None:
+        if user is None or window is None or window.count < self.threshold:
+            return NO_FINDINGS
+        if self.held_back(state, f"success:{user}", ts):
             return NO_FINDINGS
         recent = [item for item in window.items if ts - item[0] <= self.span]
         if len(recent) < self.threshold:
@@ -117,8 +122,7 @@ class BruteForce(BaseRule):
         )
 
 
-def _attempted_user(event: AuditEvent) -> str | None:
-    user = actor_key(event)
+def _attempted_user(event: AuditEvent, user: str | None) -> str | None:
     if user is None:
         target = event.attributes.get("target") or next(
             iter(event.target_names("USER")), None
@@ -152,12 +156,14 @@ class InactiveIdentity(BaseRule):
     )
 
     def evaluate(
-        self, event: AuditEvent, ts: float, state: DetectionState
+        self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
         """Fire when the directory status is terminated or suspended."""
+        identity = event.context.get("identity")
+        if not identity or user is None:
+            return NO_FINDINGS
         status = context_map(event, "identity").get("status")
-        user = actor_key(event)
-        if status not in ("terminated", "suspended") or user is None:
+        if status not in ("terminated", "suspended"):
             return NO_FINDINGS
 
         return (

@@ -99,7 +99,7 @@ class Rule(Protocol):
     META: ClassVar[RuleMeta]
 
     def evaluate(
-        self, event: AuditEvent, ts: float, state: DetectionState
+        self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
         """Findings this event raises (usually none)."""
         ...
@@ -110,11 +110,21 @@ class BaseRule:
 
     META: ClassVar[RuleMeta]
 
+    def evaluate(
+        self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
+    ) -> Sequence[Finding]:
+        """Findings this event raises; ``user`` is the acting user's key."""
+        raise NotImplementedError
+
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
         self.overrides: RuleSettings = settings.rule(self.META.id)
         self.lateness = settings.allowed_lateness
         self.max_evidence = settings.max_evidence
+
+    def held_back(self, state: DetectionState, key: str, ts: float) -> bool:
+        """True when an alert for ``key`` would be suppressed anyway (saves work)."""
+        return state.suppressions.active(self.META.id, key, ts)
 
 
 def actor_key(event: AuditEvent) -> str | None:
@@ -129,7 +139,9 @@ def actor_key(event: AuditEvent) -> str | None:
 def context_map(event: AuditEvent, key: str) -> Mapping[str, Any]:
     """``event.context[key]`` when it is a mapping, else an empty one."""
     value = event.context.get(key)
-    return value if isinstance(value, Mapping) else _EMPTY
+    if value.__class__ is dict or isinstance(value, Mapping):
+        return value  # type: ignore[no-any-return]  # checked just above
+    return _EMPTY
 
 
 _EMPTY: Mapping[str, Any] = {}

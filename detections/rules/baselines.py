@@ -13,8 +13,6 @@ from detections.rules.base import (
     DetectionState,
     Finding,
     RuleMeta,
-    actor_key,
-    context_map,
 )
 from detections.settings import EngineSettings
 
@@ -34,23 +32,24 @@ class _FirstSighting(BaseRule):
         super().__init__(settings)
         self.learning = settings.learning_period
         self.scope = settings.learning_scope
+        self.prefix = f"{self.META.id}:"
 
     def value(self, event: AuditEvent) -> str | None:
         """The value to baseline (IP, country, ASN) or None."""
         raise NotImplementedError
 
     def evaluate(
-        self, event: AuditEvent, ts: float, state: DetectionState
+        self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
         """Fire on a new value once the user's history covers the learning period."""
-        user = actor_key(event)
-        value = self.value(event) if user is not None else None
-        if user is None or value is None:
+        if user is None:
+            return NO_FINDINGS
+        value = self.value(event)
+        if value is None:
             return NO_FINDINGS
 
-        entity = f"{self.META.id}:{user}"
-        age = state.first_seen.age(user, ts, scope=self.scope)
-        if state.baselines.observe(entity, value, ts) or age < self.learning:
+        known = state.baselines.observe_key(f"{self.prefix}{user}\x1f{value}", ts)
+        if known or state.first_seen.age(user, ts, scope=self.scope) < self.learning:
             return NO_FINDINGS
 
         return (
@@ -104,7 +103,8 @@ class NewCountry(_FirstSighting):
 
     def value(self, event: AuditEvent) -> str | None:
         """The ISO country code."""
-        return _geo_text(context_map(event, "geo").get("country_iso"))
+        geo = event.context.get("geo")
+        return _geo_text(geo.get("country_iso")) if geo else None
 
 
 class NewAsn(_FirstSighting):
@@ -125,7 +125,8 @@ class NewAsn(_FirstSighting):
 
     def value(self, event: AuditEvent) -> str | None:
         """The AS number."""
-        return _geo_text(context_map(event, "geo").get("asn"))
+        geo = event.context.get("geo")
+        return _geo_text(geo.get("asn")) if geo else None
 
 
 def _geo_text(value: Any) -> str | None:

@@ -11,11 +11,9 @@ from detections.rules.base import (
     DetectionState,
     Finding,
     RuleMeta,
-    actor_key,
     context_map,
 )
 from detections.settings import EngineSettings
-from detections.state import join_key
 
 _PRIVATE_TAGS = frozenset({"private", "sensitive", "restricted", "confidential"})
 
@@ -54,15 +52,13 @@ class MassClone(BaseRule):
         self.private_span = o.secondary_window or 360.0
 
     def evaluate(
-        self, event: AuditEvent, ts: float, state: DetectionState
+        self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
         """Fire when the distinct repository count reaches a threshold."""
-        user = actor_key(event)
-        repos = event.target_names("REPOSITORY")
-        if user is None or not repos:
+        repo = _repository(event) if user is not None else None
+        if user is None or repo is None:
             return NO_FINDINGS
 
-        repo = repos[0]
         found = self._check(user, "all", repo, event, ts, state)
         if found is None and _is_private(event):
             found = self._check(user, "private", repo, event, ts, state)
@@ -80,7 +76,7 @@ class MassClone(BaseRule):
         private = scope == "private"
         span = self.private_span if private else self.span
         window = state.windows.add(
-            join_key(self.META.id, scope, user),
+            f"{self.META.id}\x1f{scope}\x1f{user}",
             ts,
             repo,
             event.id,
@@ -89,6 +85,8 @@ class MassClone(BaseRule):
         )
         threshold = self.private_threshold if private else self.threshold
         if window is None or window.distinct < threshold:
+            return None
+        if self.held_back(state, user, ts):
             return None
 
         kind = "private repositories" if private else "repositories"
@@ -106,7 +104,16 @@ class MassClone(BaseRule):
         )
 
 
+def _repository(event: AuditEvent) -> str | None:
+    for target in event.targets:
+        if target.type == "REPOSITORY" and target.name:
+            return target.name
+    return None
+
+
 def _is_private(event: AuditEvent) -> bool:
+    if "repo" not in event.context:
+        return False
     repo = context_map(event, "repo")
     sensitivity = str(repo.get("sensitivity") or "").lower()
     tags = {str(tag).lower() for tag in repo.get("tags") or ()}

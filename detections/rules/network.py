@@ -14,7 +14,6 @@ from detections.rules.base import (
     DetectionState,
     Finding,
     RuleMeta,
-    actor_key,
     context_map,
 )
 from detections.settings import EngineSettings
@@ -50,10 +49,9 @@ class IpOutsideAllowlist(BaseRule):
         self.allowed = frozenset(z.lower() for z in settings.allowlist_zones)
 
     def evaluate(
-        self, event: AuditEvent, ts: float, state: DetectionState
+        self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
         """Fire when the source IP sits outside the allowed zones."""
-        user = actor_key(event)
         if user is None or not event.source_ip or not self._outside(event):
             return NO_FINDINGS
 
@@ -69,9 +67,9 @@ class IpOutsideAllowlist(BaseRule):
         )
 
     def _outside(self, event: AuditEvent) -> bool:
-        zones = {str(z).lower() for z in event.context.get("zones") or ()}
+        zones = event.context.get("zones")
         if self.allowed:
-            return not zones & self.allowed
+            return not zones or all(str(z).lower() not in self.allowed for z in zones)
         return not zones and context_map(event, "geo").get("scope") == "public"
 
 
@@ -108,10 +106,9 @@ class ImpossibleTravel(BaseRule):
         self.min_km = settings.travel_min_distance_km
 
     def evaluate(
-        self, event: AuditEvent, ts: float, state: DetectionState
+        self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
         """Compare with the user's last located event, then remember this one."""
-        user = actor_key(event)
         here = self._location(event) if user is not None else None
         if user is None or here is None:
             return NO_FINDINGS
@@ -119,6 +116,10 @@ class ImpossibleTravel(BaseRule):
         last = state.locations.get(user)
         if last is not None and ts < last[0]:
             return NO_FINDINGS  # out of order: judged against a later fix already
+        if last is not None and last[3] == here[2]:
+            last[0], last[6] = ts, event.id  # same IP: never travel, keep it fresh
+            state.locations.touch(user)
+            return NO_FINDINGS
         state.locations.put(user, [ts, *here, event.id])
         if last is None:
             return NO_FINDINGS
@@ -156,11 +157,15 @@ class ImpossibleTravel(BaseRule):
         )
 
     def _location(self, event: AuditEvent) -> list[Any] | None:
-        zones = event.context.get("zones") or ()
-        if any(str(z).lower() in self.vpn for z in zones):
+        context = event.context
+        geo = context.get("geo")
+        lat = geo.get("latitude") if geo else None
+        if geo is None or lat is None:
             return None
-        geo = context_map(event, "geo")
-        lat, lon = geo.get("latitude"), geo.get("longitude")
+        zones = context.get("zones")
+        if zones and any(str(z).lower() in self.vpn for z in zones):
+            return None
+        lon = geo.get("longitude")
         if not _is_number(lat) or not _is_number(lon):
             return None
         return [lat, lon, event.source_ip, geo.get("city"), geo.get("country_iso")]

@@ -82,7 +82,7 @@ class PermissionEscalation(BaseRule):
         self.admin_groups = frozenset(g.lower() for g in settings.admin_groups)
 
     def evaluate(
-        self, event: AuditEvent, ts: float, state: DetectionState
+        self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
         """Route by action to the check that reads its fields."""
         if event.action == "group.member_added":

@@ -70,7 +70,7 @@ class ProtectionDisabled(BaseRule):
         self.security_apps = frozenset(a.lower() for a in settings.security_apps)
 
     def evaluate(
-        self, event: AuditEvent, ts: float, state: DetectionState
+        self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
         """Judge the event by its action."""
         verdict = _ALWAYS.get(event.action)

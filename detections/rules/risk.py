@@ -24,7 +24,7 @@ class RiskAggregation:
         consumes=frozenset({"alert"}),
         limitations=(
             "Only sees alerts raised by this engine; alerts suppressed as repeats "
-            "still count. Actors are matched by name, so one person with two "
+            "do not count. Actors are matched by name, so one person with two "
             "accounts is two actors."
         ),
         runbook="Read the evidence alerts together; they often tell one story.",
@@ -37,40 +37,44 @@ class RiskAggregation:
         self.max_evidence = settings.max_evidence
 
     def observe(self, alert: Alert, ts: float, state: DetectionState) -> Finding | None:
-        """Add an alert to its actor's list; a finding when enough rules agree."""
+        """Add an alert to its actor's record; a finding when enough rules agree.
+
+        The record keeps one entry per rule (its strongest recent alert), so it
+        stays as small as the rule set however many alerts an actor raises.
+        """
         if not alert.actor or alert.rule_id == self.META.id:
             return None
-        entries = [
-            e for e in state.risk.get(alert.actor) or () if ts - e[0] <= self.span
-        ]
+        record = {
+            rule: entry
+            for rule, entry in (state.risk.get(alert.actor) or {}).items()
+            if ts - entry[0] <= self.span
+        }
         first_event = alert.evidence[0] if alert.evidence else ""
-        entries.append([ts, alert.rule_id, alert.risk_score, alert.id, first_event])
-        state.risk.put(alert.actor, entries)
-
-        best: dict[str, int] = {}
-        for _, rule_id, score, *_ in entries:
-            best[rule_id] = max(best.get(rule_id, 0), int(score))
-        if len(best) < self.threshold:
+        entry = [ts, alert.risk_score, alert.id, first_event]
+        kept = record.get(alert.rule_id)
+        if kept is None or alert.risk_score >= kept[1]:
+            record[alert.rule_id] = entry
+        state.risk.put(alert.actor, record)
+        if len(record) < self.threshold:
             return None
 
-        return self._finding(alert.actor, entries, best)
+        return self._finding(alert.actor, record)
 
-    def _finding(
-        self, actor: str, entries: list[list[object]], best: dict[str, int]
-    ) -> Finding:
-        risk = min(100, sum(best.values()))
+    def _finding(self, actor: str, record: dict[str, list[object]]) -> Finding:
+        risk = min(100, sum(int(str(e[1])) for e in record.values()))
+        entries = sorted(record.values(), key=lambda e: float(str(e[0])))
         return Finding(
             key=actor,
-            anchor=str(entries[0][3]),
+            anchor=str(entries[0][2]),
             summary=(
-                f"{actor} raised {len(best)} different alerts within "
+                f"{actor} raised {len(record)} different alerts within "
                 f"{self.span / 60:g} min (risk {risk})"
             ),
-            evidence=tuple(dict.fromkeys(str(e[4]) for e in entries if e[4]))[
+            evidence=tuple(dict.fromkeys(str(e[3]) for e in entries if e[3]))[
                 : self.max_evidence
             ],
             severity=severity_for_risk(risk),
             risk_score=risk,
             actor=actor,
-            details={"rules": sorted(best), "alerts": [str(e[3]) for e in entries]},
+            details={"rules": sorted(record), "alerts": [str(e[2]) for e in entries]},
         )
