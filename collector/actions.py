@@ -286,7 +286,11 @@ def classify_dc(key: str | None, name: str | None) -> ActionInfo:
 
 
 def known_actions() -> list[str]:
-    """Every normalized action in the vocabulary, sorted."""
+    """Every normalized action in the vocabulary (DC and Cloud), sorted."""
+    # Imported here: the Cloud table itself builds on this module.
+    from collector.normalize.cloud import CLOUD_ACTIONS
+
     names = {info.action for info in _BY_KEY.values()}
     names |= {info.action for info in _BY_NAME.values()}
+    names |= {info.action for info in CLOUD_ACTIONS.values()}
     return sorted(names)
