@@ -10,6 +10,7 @@ bot (access-token users) are recorded as non-human and never looked up.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from collector.model import AuditEvent
@@ -34,27 +35,36 @@ class DirectoryUser:
     status: Status | None = None
     mfa_enrolled: bool | None = None
     groups: tuple[str, ...] = ()
-    _fields: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _templates: dict[tuple[str, str], dict[str, Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def context(self, matched_by: MatchedBy, directory: str) -> dict[str, Any]:
         """The ``context["identity"]`` value for a match (a fresh dict each call)."""
-        if not self._fields:
-            self._fields.update(
-                human=True,
-                username=self.username,
-                email=self.email,
-                display_name=self.display_name,
-                department=self.department,
-                title=self.title,
-                manager=self.manager,
-                status=self.status,
-                mfa_enrolled=self.mfa_enrolled,
-            )
-        result = dict(self._fields)
+        template = self._templates.get((matched_by, directory))
+        if template is None:
+            template = self._template(matched_by, directory)
+        result = dict(template)
         result["groups"] = list(self.groups)
-        result["matched_by"] = matched_by
-        result["directory"] = directory
         return result
+
+    def _template(self, matched_by: MatchedBy, directory: str) -> dict[str, Any]:
+        # Built once per user and directory, so a match costs one dict copy.
+        template = {
+            "matched_by": matched_by,
+            "directory": directory,
+            "human": True,
+            "username": self.username,
+            "email": self.email,
+            "display_name": self.display_name,
+            "department": self.department,
+            "title": self.title,
+            "manager": self.manager,
+            "status": self.status,
+            "mfa_enrolled": self.mfa_enrolled,
+        }
+        self._templates[(matched_by, directory)] = template
+        return template
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,7 @@ def needs_lookup(event: AuditEvent) -> LookupKeys | None:
     return lookup_keys(actor.name, actor.email)
 
 
+@lru_cache(maxsize=65536)
 def lookup_keys(name: str | None, email: str | None) -> LookupKeys | None:
     """Lower-cased keys; a name that looks like an email also counts as one."""
     username = name.strip().lower() if name else None

@@ -68,23 +68,31 @@ class RepoRef:
 
 def repo_of(event: AuditEvent) -> RepoRef | None:
     """The repository (or project) an event is about, or ``None``."""
-    projects = event.target_names("PROJECT")
-    project = projects[0] if projects else None
-    for name in event.target_names("REPOSITORY"):
-        if "/" in name:
-            key, _, slug = name.partition("/")
-            return RepoRef(key or project, slug or None)
-        return RepoRef(project, name)
+    project, repository = _names(event)
+    return _ref(project, repository) if project or repository else None
 
-    attributes = event.attributes
-    project = project or attributes.get("details.project")
-    repository = attributes.get("details.repository")
+
+def _names(event: AuditEvent) -> tuple[str | None, str | None]:
+    """The first PROJECT and REPOSITORY names, else the details attributes."""
+    project = repository = None
+    for target in event.targets:
+        if target.type == "REPOSITORY" and repository is None:
+            repository = target.name
+        elif target.type == "PROJECT" and project is None:
+            project = target.name
+    if project is None and repository is None and event.attributes:
+        project = event.attributes.get("details.project")
+        repository = event.attributes.get("details.repository")
+    return project, repository
+
+
+@lru_cache(maxsize=65536)
+def _ref(project: str | None, repository: str | None) -> RepoRef:
+    """Split ``PROJECT/repo``; the prefix wins over a separate project name."""
     if repository and "/" in repository:
-        key, _, repository = repository.partition("/")
-        project = project or key
-    if project or repository:
-        return RepoRef(project, repository or None)
-    return None
+        key, _, slug = repository.partition("/")
+        return RepoRef(key or project, slug or None)
+    return RepoRef(project, repository or None)
 
 
 class RepoTagsEnricher:
