@@ -58,14 +58,16 @@ def parse_query(params: dict[str, list[str]]) -> CloudQuery:
     if order not in (None, "", "asc"):
         # TODO: serve sortOrder=desc, matters when a client pages newest first.
         raise BadQuery("the simulator supports sortOrder=asc only")
-    limit = _int(one("limit"), "limit") or DEFAULT_LIMIT
-    if limit <= 0:
+    asked = _int(one("limit"), "limit")
+    if asked is not None and asked <= 0:
         raise BadQuery("limit must be a positive integer")
-    limit = min(limit, MAX_LIMIT)
+    limit = min(asked or DEFAULT_LIMIT, MAX_LIMIT)
 
     raw = one("cursor")
     if raw:
         state = _decode(raw)
+        # The cursor keeps the page size it was made with, like the sort order.
+        limit = min(asked or int(state.get("l") or DEFAULT_LIMIT), MAX_LIMIT)
         return CloudQuery(
             state.get("f"),
             state.get("t"),
@@ -89,7 +91,13 @@ def _int(value: str | None, name: str) -> int | None:
 
 def encode_cursor(position: tuple[int, int], query: CloudQuery) -> str:
     """An opaque cursor naming the last event served and the query bounds."""
-    state = {"p": position[0], "s": position[1], "f": query.from_ms, "t": query.to_ms}
+    state = {
+        "p": position[0],
+        "s": position[1],
+        "f": query.from_ms,
+        "t": query.to_ms,
+        "l": query.limit,
+    }
     text = json.dumps(state, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(text).decode().rstrip("=")
 

@@ -147,7 +147,10 @@ class SimulatorServer:
         self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="bb-simulator", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="bb-simulator",
+            daemon=True,
         )
         self._thread.start()
         logger.info("simulator.started", base_url=self.base_url)
