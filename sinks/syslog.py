@@ -44,9 +44,7 @@ log = structlog.get_logger(__name__)
 ALERT_SEVERITY = {"info": 6, "low": 5, "medium": 4, "high": 3, "critical": 2}
 EVENT_SEVERITY = {"failure": 5}
 DEFAULT_EVENT_SEVERITY = 6
-_LINE_SEPARATORS = str.maketrans(
-    {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
-)
+_LINE_SEPARATORS = (("\u2028", "\\u2028"), ("\u2029", "\\u2029"), ("\x85", "\\u0085"))
 
 
 class SyslogSinkSettings(SinkSettings):
@@ -164,7 +162,9 @@ class SyslogSink:
         text = orjson.dumps(document, default=str).decode("utf-8")
         # JSON allows these raw, but some readers (Python's splitlines, JS) take
         # them for line breaks; escaped they mean the same and split nothing.
-        return text.translate(_LINE_SEPARATORS)
+        for raw, escaped in _LINE_SEPARATORS:
+            text = text.replace(raw, escaped)
+        return text
 
     def _note_failure(self, exc: SinkError) -> None:
         if not exc.retriable:
