@@ -35,7 +35,9 @@ GitOperationKind = Literal["clone", "shallow_clone", "fetch", "push", "refs"]
 
 _SEPARATOR = " | "
 _HEAD_FIELDS = 6
-_TIME_FORMAT = "%Y-%m-%d %H:%M:%S,%f"
+_TIME = re.compile(
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})[,.]([0-9]{3})$"
+)
 _MAX_RAW_CHARS = 4096
 _NUMBER = re.compile(r"^(?:-|[0-9]+)$")
 _STATUS = re.compile(r"^(?:-|[0-9]{1,3})$")
@@ -388,12 +390,15 @@ def _user_agent(details: str | None) -> str | None:
 
 
 def _parse_naive_time(text: str) -> datetime:
+    # Slicing a fixed layout is several times faster than strptime.
+    match = _TIME.match(text.strip())
+    if match is None:
+        raise ValueError(f"timestamp {text[:40]!r} is not yyyy-MM-dd HH:mm:ss,SSS")
+    year, month, day, hour, minute, second, millis = map(int, match.groups())
     try:
-        return datetime.strptime(text.strip(), _TIME_FORMAT)
+        return datetime(year, month, day, hour, minute, second, millis * 1000)
     except ValueError as exc:
-        raise ValueError(
-            f"timestamp {text[:40]!r} is not yyyy-MM-dd HH:mm:ss,SSS"
-        ) from exc
+        raise ValueError(f"timestamp {text[:40]!r} is not a valid time") from exc
 
 
 def _first_ip(value: str) -> str | None:
