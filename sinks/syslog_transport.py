@@ -138,6 +138,8 @@ class StreamTransport:
         A batch cut off in the middle is resent whole by the caller, so a
         receiver may see its first messages twice (at-least-once).
         """
+        # TODO: application-level acks (RELP), matters when a receiver dies after
+        # the kernel took our bytes: TCP/TLS syslog cannot tell, so those are lost.
         payload = b"".join(octet_frame(m) for m in messages)
         try:
             writer = await self._connected()
