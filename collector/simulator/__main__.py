@@ -18,6 +18,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import structlog
+
 from collector.simulator.faults import Faults
 from collector.simulator.server import SimClock, SimulatorServer
 from collector.simulator.world import World, build_world
@@ -26,6 +28,8 @@ from collector.simulator.world import World, build_world
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    # stdout carries the one JSON line a parent process reads; logs go to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     world = build_world(
         args.seed, users=args.users, days=args.days, end=_when(args.end)
     )
@@ -82,9 +86,7 @@ def _when(text: str | None) -> datetime | None:
 
 def _serve(world: World, args: argparse.Namespace) -> int:
     faults = Faults.parse(args.faults) if args.faults else Faults()
-    if args.mode != "both":
-        # Faults go to the chosen API only; the other one stays clean.
-        faults = Faults(**{**faults.as_dict(), "targets": (args.mode,)})
+    apis = ("dc", "cloud") if args.mode == "both" else (args.mode,)
     clock = (
         SimClock.running(world.end)
         if args.clock == "live"
@@ -102,6 +104,7 @@ def _serve(world: World, args: argparse.Namespace) -> int:
         clock=clock,
         cursor_object=args.cursor_object,
         search_events=not args.no_search_events,
+        apis=apis,
     )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -94,8 +94,10 @@ class SimulatorServer:
     """Serves a ``World`` over HTTP with the documented behaviour and faults.
 
     ``token`` (Bearer) and ``basic`` (user, password) protect both APIs when
-    set; with neither, any request is accepted and attributed to
-    ``COLLECTOR_ACCOUNT``. ``clock`` defaults to frozen 15 minutes after the
+    set; with neither, any request is accepted and attributed to the Basic
+    user name if one is sent, else to
+    ``COLLECTOR_ACCOUNT``. ``apis`` chooses what is served (``dc``, ``cloud``);
+    the other answers 404. ``clock`` defaults to frozen 15 minutes after the
     world's end, when every late arrival is visible.
     """
 
@@ -113,6 +115,7 @@ class SimulatorServer:
         cursor_object: bool = False,
         search_events: bool = True,
         cloud_rate_per_min: int | None = 50,
+        apis: tuple[str, ...] = ("dc", "cloud"),
     ) -> None:
         self.world = world
         self.faults = faults or Faults()
@@ -123,6 +126,7 @@ class SimulatorServer:
         self.cursor_object = cursor_object
         self.search_events = search_events
         self.cloud_rate_per_min = cloud_rate_per_min
+        self.apis = apis
         self._host, self._port = host, port
         self._lock = threading.Lock()
         self._dc = list(world.dc_events)
@@ -260,10 +264,10 @@ class SimulatorServer:
             return self._control(method, url.path, params, body)
         if method != "GET":
             return _json(405, {"errors": [{"message": "method not allowed"}]})
-        if url.path == dc_api.PATH:
+        if url.path == dc_api.PATH and "dc" in self.apis:
             return self._api("dc", lambda: self._dc_request(params, headers, client_ip))
         cloud_path = f"/admin/v1/orgs/{self.org_id}/events-stream"
-        if url.path == cloud_path:
+        if url.path == cloud_path and "cloud" in self.apis:
             return self._api("cloud", lambda: self._cloud_request(params, headers))
         return _json(404, {"errors": [{"message": f"no route for {url.path}"}]})
 
