@@ -235,6 +235,8 @@ class ScimEnricher:
         mark_errors(events, self.name, reason)
         self._errors.labels(enricher=self.name).inc()
 
+    # TODO: share in-flight lookups between concurrent enrich calls, matters when
+    # the pipeline enriches several batches at once (today it runs one at a time).
     async def _alookup(self, keys: LookupKeys) -> _Found | None:
         """Username first, then email; every answer is cached."""
         async with self._semaphore:
@@ -388,6 +390,8 @@ def scim_user(resource: Any) -> DirectoryUser | None:
         title=_str(resource.get("title")),
         manager=_manager(enterprise.get("manager")),
         # SCIM knows only active or not; a deleted user is simply not found.
+        # TODO: read MFA enrolment (Okta factors API, Entra authentication
+        # methods), matters when a rule needs mfa_enrolled for SCIM-only users.
         status=None if active is None else ("active" if active else "suspended"),
         mfa_enrolled=None,
         groups=_groups(resource.get("groups")),
