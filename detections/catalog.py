@@ -7,7 +7,7 @@ from detections.rules import RiskAggregation, RuleMeta
 from detections.settings import EngineSettings
 from detections.sigma import load_sigma
 
-_COLUMNS = ("id", "severity", "risk", "techniques", "consumes", "name")
+_COLUMNS = ("id", "severity", "risk", "techniques", "name", "consumes")
 
 
 def rule_catalog(settings: EngineSettings | None = None) -> list[RuleMeta]:
@@ -22,7 +22,7 @@ def rule_catalog(settings: EngineSettings | None = None) -> list[RuleMeta]:
 
 
 def format_rules_table(settings: EngineSettings | None = None) -> str:
-    """A plain-text table: id, severity, risk, techniques, consumed actions, name."""
+    """A plain-text table: id, severity, risk, techniques, name, consumed actions."""
     rows = [_COLUMNS]
     for meta in rule_catalog(settings):
         rows.append(
@@ -31,8 +31,8 @@ def format_rules_table(settings: EngineSettings | None = None) -> str:
                 meta.severity,
                 str(meta.risk_score),
                 ",".join(meta.techniques) or "-",
-                ",".join(sorted(meta.consumes)),
                 meta.name,
+                ",".join(sorted(meta.consumes)),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]

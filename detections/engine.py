@@ -115,9 +115,13 @@ class DetectionEngine:
             self.state.first_seen.observe(user, ts)
 
         alerts: list[Alert] = []
-        for rule in self._route(event.action):
-            for finding in rule.evaluate(event, ts, user, self.state):
-                self._emit(rule.META, finding, event, ts, alerts)
+        state = self.state
+        rules = self._routes.get(event.action) or self._route(event.action)
+        for rule in rules:
+            findings = rule.evaluate(event, ts, user, state)
+            if findings:
+                for finding in findings:
+                    self._emit(rule.META, finding, event, ts, alerts)
         for detection in self._sigma_for(event):
             self._emit_sigma(detection, event, ts, alerts)
         if self.risk is not None and alerts:
@@ -162,9 +166,13 @@ class DetectionEngine:
         ts: float,
         alerts: list[Alert],
     ) -> None:
+        actor = actor_key(event) or (event.actor.name or "unknown").lower()
+        if self.state.suppressions.active(detection.meta.id, actor, ts):
+            # A repeat within the window: skip the matching work (not counted
+            # as suppressed, since it may not have matched at all).
+            return
         if not detection.matches(field_view(event)):
             return
-        actor = actor_key(event) or (event.actor.name or "unknown").lower()
         what = event.raw_action or event.action
         finding = Finding(
             key=actor,

@@ -47,6 +47,7 @@ from sigma.types import (
     SpecialChars,
 )
 
+from collector.actions import classify_dc
 from collector.model import AuditEvent, Severity
 from detections.alerting import RISK_BY_SEVERITY
 from detections.rules.base import ANY_ACTION, RuleMeta
@@ -159,7 +160,7 @@ def compile_rule(rule: SigmaRule, path: Path) -> SigmaDetection:
 
     predicate = predicates[0] if len(predicates) == 1 else _any_of(predicates)
     actions = _required_actions(trees[0]) if len(trees) == 1 else None
-    return SigmaDetection(_meta(rule), predicate, actions, path)
+    return SigmaDetection(_meta(rule, actions), predicate, actions, path)
 
 
 class EventFields:
@@ -251,7 +252,14 @@ def _rule_files(dirs: Iterable[Path]) -> list[Path]:
     return files
 
 
-def _meta(rule: SigmaRule) -> RuleMeta:
+def _consumes(actions: frozenset[str] | None) -> frozenset[str]:
+    """The normalized actions behind the DC display names a rule pins."""
+    if actions is None:
+        return frozenset({ANY_ACTION})
+    return frozenset(classify_dc(None, name).action for name in actions)
+
+
+def _meta(rule: SigmaRule, actions: frozenset[str] | None) -> RuleMeta:
     severity = _LEVEL.get(rule.level.name.lower() if rule.level else "", "medium")
     techniques = tuple(
         tag.name.upper()
@@ -267,7 +275,7 @@ def _meta(rule: SigmaRule) -> RuleMeta:
         severity=severity,
         risk_score=RISK_BY_SEVERITY[severity],
         techniques=techniques,
-        consumes=frozenset({ANY_ACTION}),
+        consumes=_consumes(actions),
         limitations=" ".join(p for p in (definition, limits) if p) or "none stated",
         runbook=f"See the SigmaHQ rule {rule.title!r} and its references.",
         author=rule.author,
