@@ -33,7 +33,9 @@ SIGMA_FULL_EXPORT = "195e1b9d-bfc2-4ffa-ab4e-35aef69815f8"
 SIGMA_PERMISSIONS_EXPORT = "5259cbf2-0a75-48bf-b57a-c54d6fabaef3"
 SIGMA_LOGIN_FAILURE = "70ed1d26-0050-4b38-a599-92c53d57d45a"
 
-ATTACKER_SG = "192.0.2.66"
+# Public-looking on purpose: a geo enricher that skips reserved ranges still
+# places the story's IPs (all three ranges appear in MaxMind's test databases).
+ATTACKER_SG = "67.43.156.66"
 CLONER_CN = "175.16.199.44"
 BRUTE_SE = "89.160.20.77"
 

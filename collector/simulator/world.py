@@ -140,7 +140,7 @@ NETWORKS: tuple[NetworkSite, ...] = (
         "Example Broadband UK",
     ),
     NetworkSite(
-        "192.0.2.0/24",
+        "67.43.156.0/24",
         "hosting",
         "SG",
         "Singapore",
@@ -149,6 +149,17 @@ NETWORKS: tuple[NetworkSite, ...] = (
         103.8198,
         64500,
         "Example Cloud Hosting Pte",
+    ),
+    NetworkSite(
+        "192.0.2.0/24",
+        "hosting",
+        "NL",
+        "Netherlands",
+        "Amsterdam",
+        52.3676,
+        4.9041,
+        64504,
+        "Example Colocation BV",
     ),
     NetworkSite(
         "175.16.199.0/24",
