@@ -74,6 +74,11 @@ class DetectionEngine:
             "Findings held back because the same rule and key alerted recently.",
             ["rule"],
         )
+        self._errors = self._metrics.counter(
+            "bbaudit_detection_errors_total",
+            "Rule evaluations that failed on malformed input (event skipped).",
+            ["rule"],
+        )
         self._children: dict[tuple[int, str], Any] = {}
         self._last_flush = time.monotonic()
         self._closed = False
@@ -118,10 +123,14 @@ class DetectionEngine:
         state = self.state
         rules = self._routes.get(event.action) or self._route(event.action)
         for rule in rules:
-            findings = rule.evaluate(event, ts, user, state)
-            if findings:
-                for finding in findings:
-                    self._emit(rule.META, finding, event, ts, alerts)
+            try:
+                findings = rule.evaluate(event, ts, user, state)
+            except (AttributeError, TypeError, ValueError, KeyError) as exc:
+                # Malformed context from an enricher must not stop detection.
+                self._failed(rule.META.id, event, exc)
+                continue
+            for finding in findings:
+                self._emit(rule.META, finding, event, ts, alerts)
         for detection in self._sigma_for(event):
             self._emit_sigma(detection, event, ts, alerts)
         if self.risk is not None and alerts:
@@ -228,6 +237,15 @@ class DetectionEngine:
             )
         )
         self._counter(self._metrics.alerts, meta.id).inc()
+
+    def _failed(self, rule_id: str, event: AuditEvent, exc: Exception) -> None:
+        self._counter(self._errors, rule_id).inc()
+        logger.warning(
+            "detection.rule_failed",
+            rule_id=rule_id,
+            audit_event_id=event.id,
+            error=type(exc).__name__,
+        )
 
     def _counter(self, family: Any, rule_id: str) -> Any:
         """The labelled child of a counter, cached: ``labels()`` is slow."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
+
 from collector.metrics import Metrics
 from collector.model import Actor, Alert, AuditEvent, Target
+from collector.normalize.dc import normalize_dc
 from collector.plugins import DETECTORS, Runtime
 from collector.state import StateStore
 from detections.engine import DetectionEngine
@@ -14,6 +17,7 @@ from detections.settings import EngineSettings
 from detections.state import SlidingWindows
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "bitbucket"
 
 
 def _clone(i: int, repo: str, *, seconds: int | None = None) -> AuditEvent:
@@ -175,3 +179,35 @@ async def test_disabled_engine_raises_nothing() -> None:
     alerts = await _run(DetectionEngine(_settings(enabled=False)), _clones(30))
 
     assert alerts == []
+
+
+async def test_malformed_context_is_logged_not_fatal() -> None:
+    """A geo block of the wrong type skips the rule for that event only."""
+    bad = _login("bad", 0, "198.51.100.1")
+    bad.context["geo"] = "not a mapping"
+    bad.context["zones"] = 42
+    good = _clones(25)
+
+    alerts = await _run(DetectionEngine(_settings()), [bad, *good])
+
+    assert [a.rule_id for a in alerts] == ["bb.mass_clone"]
+
+
+async def test_shared_fixtures_raise_the_expected_alerts() -> None:
+    """The public DC fixtures (both shapes) raise escalation and Sigma alerts."""
+    events = []
+    for name in ("audit_file_lines", "rest_api_entities"):
+        path = FIXTURES / f"elastic_bitbucket_dc_{name}.ndjson"
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = orjson.loads(line)
+            events.append(normalize_dc(record, instance="x", source_kind=name))
+    events.sort(key=lambda e: e.time)
+
+    alerts = await _run(DetectionEngine(_settings(sigma_builtin=True)), events)
+    rules = {a.rule_id for a in alerts}
+
+    assert "bb.permission_escalation" in rules
+    assert "6aa12161-235a-4dfb-9c74-fe08df8d8da1" in rules  # audit config, any case
+    assert "aac6c4f4-87c7-4961-96ac-c3fd3a42c310" in rules  # global permission
+    sigma = next(a for a in alerts if a.rule_id.startswith("6aa12161"))
+    assert sigma.rule_author and sigma.references
