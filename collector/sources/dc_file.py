@@ -115,7 +115,7 @@ class DcFileSource:
 
         try:
             return normalize_dc(record, instance=self.instance, source_kind=KIND)
-        except Exception as exc:
+        except Exception as exc:  # one bad record must not stop the source
             self._reject(item, "invalid_record", f"{type(exc).__name__}: {exc}")
             return None
 
