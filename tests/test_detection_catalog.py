@@ -74,3 +74,31 @@ def test_disabled_rule_leaves_the_catalog() -> None:
     )
 
     assert "bb.new_asn" not in {m.id for m in rule_catalog(settings)}
+
+
+def test_engine_config_keys_are_pinned() -> None:
+    """The ``detections:`` config keys change only on purpose."""
+    keys = set(EngineSettings.model_fields)
+
+    assert keys == {
+        "kind",
+        "name",
+        "enabled",
+        "rules",
+        "suppression_window",
+        "learning_period",
+        "learning_scope",
+        "baseline_ttl",
+        "allowed_lateness",
+        "sigma_builtin",
+        "sigma_dirs",
+        "allowlist_zones",
+        "vpn_zones",
+        "admin_groups",
+        "security_apps",
+        "travel_speed_kmh",
+        "travel_min_distance_km",
+        "flush_interval",
+        "max_state_keys",
+        "max_evidence",
+    }
