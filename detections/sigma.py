@@ -116,16 +116,24 @@ def load_sigma(
     """Every rule under ``dirs`` (``*.yml``/``*.yaml``), plus the files that failed.
 
     A failing file is logged with its path and skipped; the rest still load.
+    A rule id seen before (the same file in two directories) is loaded once.
     """
-    loaded: list[SigmaDetection] = []
+    loaded: dict[str, SigmaDetection] = {}
     errors: list[SigmaLoadError] = []
     for path in _rule_files(dirs):
         try:
-            loaded.extend(load_sigma_file(path))
+            rules = load_sigma_file(path)
         except SigmaLoadError as exc:
             logger.error("sigma.load_failed", path=str(path), reason=exc.reason)
             errors.append(exc)
-    return loaded, errors
+            continue
+        for rule in rules:
+            if rule.meta.id in loaded:
+                # The same rule in two directories (bundle and config) runs once.
+                logger.info("sigma.duplicate_skipped", path=str(path), id=rule.meta.id)
+                continue
+            loaded[rule.meta.id] = rule
+    return list(loaded.values()), errors
 
 
 def load_sigma_file(path: Path) -> list[SigmaDetection]:

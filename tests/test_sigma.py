@@ -192,3 +192,11 @@ def test_sigma_metadata_maps_level_tags_and_attribution(tmp_path: Path) -> None:
     assert rule.meta.techniques == ("T1098",)
     assert rule.meta.author == "tester"
     assert rule.meta.references == ("https://example.invalid/rule",)
+
+
+def test_the_same_rule_in_two_directories_loads_once() -> None:
+    """The bundled rules plus the shared copy yield each rule id once."""
+    rules, errors = load_sigma([BUILTIN_DIR, SHARED_SIGMA])
+
+    assert errors == []
+    assert len(rules) == len({r.meta.id for r in rules}) == 14
