@@ -63,14 +63,22 @@ class DetectionState:
     def __init__(self, settings: EngineSettings) -> None:
         ttl = settings.baseline_ttl
         cap = settings.max_state_keys
-        self.windows = SlidingWindows("detect.windows", ttl_s=86400.0, max_keys=cap)
+        spans = [
+            span
+            for rule in settings.rules.values()
+            for span in (rule.window, rule.secondary_window, rule.suppression)
+            if span
+        ]
+        # Stored rows must outlive the longest window, or a restart forgets it.
+        keep = max([86400.0, settings.suppression_window, *spans]) * 2
+        self.windows = SlidingWindows("detect.windows", ttl_s=keep, max_keys=cap)
         self.baselines = Baselines("detect.baselines", ttl_s=ttl, max_keys=cap)
         self.first_seen = FirstSeen("detect.first_seen", ttl_s=ttl * 4, max_keys=cap)
-        self.locations = KeyedState("detect.locations", ttl_s=86400.0, max_keys=cap)
+        self.locations = KeyedState("detect.locations", ttl_s=keep, max_keys=cap)
         self.suppressions = Suppressions(
-            "detect.suppressions", ttl_s=86400.0, max_keys=cap
+            "detect.suppressions", ttl_s=keep, max_keys=cap
         )
-        self.risk = KeyedState("detect.risk", ttl_s=86400.0, max_keys=cap)
+        self.risk = KeyedState("detect.risk", ttl_s=keep, max_keys=cap)
 
     def parts(self) -> tuple[KeyedState, ...]:
         """The namespaces, in a fixed order."""
