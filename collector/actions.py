@@ -234,6 +234,8 @@ _BY_NAME: dict[str, ActionInfo] = {
     "repository cloned": _a("repo.cloned", "repository"),
     "repository pulled": _a("repo.fetched", "repository"),
     "changes pushed to repository": _a("repo.pushed", "repository"),
+    # From the access log only (with include_refs): a ref advertisement.
+    "refs advertised": _a("repo.refs_advertised", "repository"),
     "repository forked": _a("repo.forked", "repository"),
     "repository change requested": _a("repo.change_requested", "repository"),
     "project created": _a("project.created", "project"),

@@ -32,12 +32,7 @@ DEFAULT_ENRICH_TIMEOUT_S = 5.0
 def load_plugins() -> None:
     """Import the plugin packages so that every kind registers itself."""
     for package in PLUGIN_PACKAGES:
-        try:
-            importlib.import_module(package)
-        except ModuleNotFoundError as exc:
-            # TODO: remove once every plugin package has landed on main.
-            if exc.name != package:
-                raise
+        importlib.import_module(package)
 
 
 @dataclass(slots=True)
