@@ -4,3 +4,4 @@ from sinks import file as file
 from sinks import stdout as stdout
 from sinks import splunk_hec as splunk_hec
 from sinks import syslog as syslog
+from sinks import kafka as kafka

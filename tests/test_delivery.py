@@ -312,8 +312,10 @@ async def test_wants_routes_by_kind() -> None:
     assert not channel.wants(make_events(0, 1)[0])
 
 
-async def _until(predicate: Any, timeout: float = 5.0) -> None:
-    """Poll until ``predicate()`` is true or fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+async def _until(predicate: Any, seconds: float = 5.0) -> None:
+    """Poll until ``predicate()`` is true or fail after ``seconds``."""
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")

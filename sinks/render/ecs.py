@@ -1,107 +1,176 @@
-"""Elastic Common Schema documents for audit events and alerts.
+"""Elastic Common Schema (8.x) documents for audit events and alerts.
 
-Field choices follow ECS 8.x: ``event.*`` for what happened, ``user.*`` for the
-actor, ``source.*`` for where from, ``related.*`` for pivots. bbaudit's own
-fields (normalized action, enrichment context) go under ``bbaudit.*``.
+``event.*`` says what happened (``event.action`` is bbaudit's normalized action,
+the Bitbucket name is in ``bbaudit.raw_action``), ``user.*`` who, ``source.*``
+from where, ``related.*`` gives pivots. Enrichment context is mapped to ECS
+fields by the one table ``CONTEXT_TO_ECS``; what ECS has no field for stays
+under ``bbaudit.*``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from collector.model import Alert, AuditEvent
+from sinks.render.fields import (
+    ECS_CATEGORY,
+    SEVERITY_SCORE,
+    event_types,
+    iso_time,
+    put,
+)
 
-_ECS_VERSION = "8.11.0"
-_OUTCOMES = {"success": "success", "failure": "failure", "unknown": "unknown"}
+ECS_VERSION = "8.11.0"
+
+# (context key, field in that context, ECS field). One row per copied value.
+CONTEXT_TO_ECS: tuple[tuple[str, str, str], ...] = (
+    ("identity", "email", "user.email"),
+    ("identity", "display_name", "user.full_name"),
+    ("identity", "directory", "user.domain"),
+    ("identity", "groups", "user.roles"),
+    ("geo", "country_iso", "source.geo.country_iso_code"),
+    ("geo", "country", "source.geo.country_name"),
+    ("geo", "city", "source.geo.city_name"),
+    ("geo", "latitude", "source.geo.location.lat"),
+    ("geo", "longitude", "source.geo.location.lon"),
+    ("geo", "asn", "source.as.number"),
+    ("geo", "as_org", "source.as.organization.name"),
+    ("identity", "department", "bbaudit.identity.department"),
+    ("identity", "title", "bbaudit.identity.title"),
+    ("identity", "manager", "bbaudit.identity.manager"),
+    ("identity", "status", "bbaudit.identity.status"),
+    ("identity", "mfa_enrolled", "bbaudit.identity.mfa_enrolled"),
+    ("identity", "human", "bbaudit.identity.human"),
+    ("identity", "matched_by", "bbaudit.identity.matched_by"),
+    ("geo", "scope", "bbaudit.geo.scope"),
+    ("zones", "", "bbaudit.network.zones"),
+    ("repo", "", "bbaudit.repo"),
+    ("git", "", "bbaudit.git"),
+    ("enrichment_errors", "", "bbaudit.enrichment_errors"),
+)
 
 
-def _time(value: Any) -> str:
-    return str(value.isoformat().replace("+00:00", "Z"))
-
-
-def event_to_ecs(event: AuditEvent) -> dict[str, Any]:
-    """The ECS document of one audit event."""
+def event_to_ecs(event: AuditEvent, *, original: bool = False) -> dict[str, Any]:
+    """The ECS document of one audit event; ``original`` adds ``event.original``."""
     document: dict[str, Any] = {
-        "@timestamp": _time(event.time),
-        "ecs": {"version": _ECS_VERSION},
+        "@timestamp": iso_time(event.time),
+        "ecs": {"version": ECS_VERSION},
+        "message": _message(event),
         "event": {
             "id": event.id,
             "kind": "event",
-            "action": event.raw_action or event.action,
-            "category": ["iam"]
-            if event.category in _IAM_CATEGORIES
-            else ["configuration"],
-            "outcome": _OUTCOMES[event.outcome],
+            "action": event.action,
+            "category": list(ECS_CATEGORY.get(event.category, ("configuration",))),
+            "type": event_types(event),
+            "outcome": event.outcome,
             "provider": f"bitbucket-{event.platform}",
             "module": "bbaudit",
             "dataset": f"bitbucket.{event.source_kind}",
         },
-        "observer": {
-            "vendor": "Atlassian",
-            "product": "Bitbucket",
-            "name": event.instance,
-        },
-        "bbaudit": {
-            "action": event.action,
-            "category": event.category,
-            "action_key": event.action_key,
-            "targets": [
-                {"type": t.type, "name": t.name, "id": t.id} for t in event.targets
-            ],
-            "changes": [
-                {"key": c.key, "from": c.old, "to": c.new} for c in event.changes
-            ],
-            "attributes": dict(event.attributes),
-            "context": event.context,
-        },
+        "observer": {"vendor": "Atlassian", "product": "Bitbucket"},
+        "service": {"name": event.instance},
+        "bbaudit": _bbaudit(event),
     }
-    _add_user(document, event)
+    if original:
+        document["event"]["original"] = orjson.dumps(event.raw, default=str).decode()
+    _add_actor(document, event)
     _add_source(document, event)
+    add_context(document, event.context)
+    _add_related(document, event)
     return document
 
 
-_IAM_CATEGORIES = {"authentication", "permission", "group", "user", "token", "key"}
+def add_context(document: dict[str, Any], context: dict[str, Any]) -> None:
+    """Copy enrichment context into ECS fields following ``CONTEXT_TO_ECS``."""
+    for key, name, target in CONTEXT_TO_ECS:
+        block = context.get(key)
+        if block is None:
+            continue
+        value = block.get(name) if name and isinstance(block, dict) else block
+        if value not in (None, [], {}):
+            put(document, target, value)
 
 
-def _add_user(document: dict[str, Any], event: AuditEvent) -> None:
+def _message(event: AuditEvent) -> str:
+    who = event.actor.name or "unknown actor"
+    what = ", ".join(f"{t.type} {t.name}" for t in event.targets if t.name)
+    return f"{who}: {event.action}" + (f" ({what})" if what else "")
+
+
+def _bbaudit(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "category": event.category,
+        "raw_action": event.raw_action,
+        "action_key": event.action_key,
+        "raw_category": event.raw_category,
+        "actor_kind": event.actor.kind,
+        "targets": [
+            {"type": t.type, "name": t.name, "id": t.id} for t in event.targets
+        ],
+        "changes": [{"key": c.key, "from": c.old, "to": c.new} for c in event.changes],
+        "attributes": dict(event.attributes),
+    }
+
+
+def _add_actor(document: dict[str, Any], event: AuditEvent) -> None:
     actor = event.actor
-    user: dict[str, Any] = {}
-    if actor.name:
-        user["name"] = actor.name
-    if actor.id:
-        user["id"] = actor.id
-    if actor.email:
-        user["email"] = actor.email
-    if user:
-        document["user"] = user
-        document["related"] = {"user": [actor.name] if actor.name else []}
+    for field, value in (
+        ("user.name", actor.name),
+        ("user.id", actor.id),
+        ("user.email", actor.email),
+    ):
+        if value:
+            put(document, field, value)
+    users = [t for t in event.targets if t.type == "USER" and t.name]
+    if users:
+        put(document, "user.target.name", users[0].name)
+        if users[0].id:
+            put(document, "user.target.id", users[0].id)
+    groups = [t for t in event.targets if t.type == "GROUP" and t.name]
+    if groups:
+        put(document, "group.name", groups[0].name)
 
 
 def _add_source(document: dict[str, Any], event: AuditEvent) -> None:
     if event.source_ip:
-        document["source"] = {"ip": event.source_ip}
-        document.setdefault("related", {})["ip"] = [event.source_ip]
+        put(document, "source.ip", event.source_ip)
+        put(document, "source.address", event.source_ip)
     if event.user_agent:
-        document["user_agent"] = {"original": event.user_agent}
+        put(document, "user_agent.original", event.user_agent)
 
 
-def alert_to_ecs(alert: Alert) -> dict[str, Any]:
+def _add_related(document: dict[str, Any], event: AuditEvent) -> None:
+    identity = event.context.get("identity") or {}
+    users = [event.actor.name, identity.get("username"), identity.get("email")]
+    users += [t.name for t in event.targets if t.type == "USER"]
+    related: dict[str, Any] = {"user": sorted({u for u in users if u})}
+    if event.source_ip:
+        related["ip"] = [event.source_ip]
+    document["related"] = related
+
+
+def alert_to_ecs(alert: Alert, *, original: bool = False) -> dict[str, Any]:
     """The ECS document of one alert (``event.kind: alert``)."""
     document: dict[str, Any] = {
-        "@timestamp": _time(alert.time),
-        "ecs": {"version": _ECS_VERSION},
+        "@timestamp": iso_time(alert.time),
+        "ecs": {"version": ECS_VERSION},
+        "message": alert.summary,
         "event": {
             "id": alert.id,
             "kind": "alert",
-            "severity": alert.risk_score,
-            "risk_score": alert.risk_score,
+            "category": ["intrusion_detection"],
+            "type": ["indicator"],
+            "severity": SEVERITY_SCORE[alert.severity],
+            "risk_score": float(alert.risk_score),
             "module": "bbaudit",
             "dataset": "bbaudit.alerts",
         },
-        "message": alert.summary,
         "rule": {
             "id": alert.rule_id,
             "name": alert.rule_name,
+            "description": alert.summary,
             "author": [alert.rule_author] if alert.rule_author else [],
             "reference": list(alert.references),
         },
@@ -116,10 +185,23 @@ def alert_to_ecs(alert: Alert) -> dict[str, Any]:
             "details": dict(alert.details),
         },
     }
-    if alert.actor:
-        document["user"] = {"name": alert.actor}
-    if alert.source_ip:
-        document["source"] = {"ip": alert.source_ip}
-        if alert.geo:
-            document["source"]["geo"] = dict(alert.geo)
+    if original:
+        document["event"]["original"] = orjson.dumps(alert, default=str).decode()
+    _add_alert_parties(document, alert)
     return document
+
+
+def _add_alert_parties(document: dict[str, Any], alert: Alert) -> None:
+    related: dict[str, Any] = {}
+    if alert.actor:
+        put(document, "user.name", alert.actor)
+        related["user"] = [alert.actor]
+    if alert.source_ip:
+        put(document, "source.ip", alert.source_ip)
+        related["ip"] = [alert.source_ip]
+        if alert.geo:
+            add_context(document, {"geo": dict(alert.geo)})
+    if alert.platform:
+        put(document, "event.provider", f"bitbucket-{alert.platform}")
+    if related:
+        document["related"] = related

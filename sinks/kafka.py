@@ -1,0 +1,263 @@
+"""The Kafka sink: rendered records to an events topic and an alerts topic.
+
+Records are keyed by actor, so one user's audit events (and alerts) land on
+one partition and stay in order; the record id travels in the ``bbaudit-id``
+header so consumers can drop repeats (delivery is at-least-once). The producer
+uses ``acks=all``.
+
+aiokafka can hang (an idempotent producer with the broker down never returns
+from ``send``/``stop``; after an outage an idempotent producer can wedge on
+``OutOfOrderSequenceNumber``), so every await here has a deadline, and after a
+timeout or a fatal error the producer is thrown away and a new one is built
+on the next send. aiokafka errors leave this module as ``SinkError``s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from pydantic import Field, field_validator
+
+from collector.errors import SinkClosedError, SinkError, SinkUnavailableError
+from collector.model import Alert, Record
+from collector.plugins import SINKS, Runtime
+from collector.settings_types import ByteSize, Duration
+from sinks.base import SinkSettings
+from sinks.render import render
+
+log = structlog.get_logger(__name__)
+
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+# Errors after which the producer's state cannot be trusted: build a new one.
+_FATAL_ERRORS = {
+    "OutOfOrderSequenceNumber",
+    "ProducerFenced",
+    "UnknownError",
+    "IllegalStateError",
+    "ProducerClosed",
+}
+_NO_KEY = b"-"
+
+
+class KafkaSinkSettings(SinkSettings):
+    """Where and how to produce. Secrets: ``sasl_password`` (or
+    ``sasl_password_file``) and ``ssl_key_password``."""
+
+    bootstrap_servers: list[str] = Field(min_length=1)
+    events_topic: str = "bbaudit.events"
+    alerts_topic: str = "bbaudit.alerts"
+    client_id: str = "bbaudit"
+    compression: Compression = "zstd"
+    linger_ms: int = Field(default=10, ge=0, le=60_000)
+    max_batch_size: ByteSize = 256 * 1024
+    max_request_size: ByteSize = 1024 * 1024
+    request_timeout: Duration = 30.0
+    close_timeout: Duration = 10.0
+    enable_idempotence: bool = True
+    tls: bool = False
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ssl_key_password: str | None = None
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+
+    @field_validator("compression")
+    @classmethod
+    def _codec_installed(cls, value: str) -> str:
+        if value in ("snappy", "lz4", "zstd") and not _has_cramjam():
+            raise ValueError(f"{value} needs the cramjam package; use gzip or none")
+        return value
+
+
+class KafkaSink:
+    """Produces each batch and waits until the broker acknowledged all of it."""
+
+    def __init__(self, settings: KafkaSinkSettings) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Build and start the producer (bootstraps against the brokers)."""
+        if self._closed:
+            raise SinkClosedError(self.name)
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(**producer_options(self._settings))
+        try:
+            async with asyncio.timeout(self._settings.request_timeout):
+                await producer.start()
+        except (KafkaError, TimeoutError, OSError) as exc:
+            await self._discard(producer)
+            raise _translate(exc, self.name, "connect") from exc
+        self._producer = producer
+        log.info(
+            "kafka.connected",
+            sink=self.name,
+            brokers=self._settings.bootstrap_servers,
+        )
+
+    async def send(self, records: Sequence[Record]) -> None:
+        """Produce every record; return once all are acknowledged, else raise."""
+        if self._producer is None:
+            await self.start()
+        producer = self._producer
+        assert producer is not None
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout(self._settings.request_timeout):
+                for record in records:
+                    futures.append(await self._produce(producer, record))
+                results = await asyncio.gather(*futures, return_exceptions=True)
+            _raise_first(results)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            for future in futures:
+                future.add_done_callback(_retrieve)
+            error = _translate(exc, self.name, "send")
+            if _needs_new_producer(exc):
+                await self._reset(type(exc).__name__)
+            raise error from exc
+
+    async def _produce(self, producer: AIOKafkaProducer, record: Record) -> Any:
+        settings = self._settings
+        document = render(record, settings.format, original=settings.include_original)
+        key: str | None
+        if isinstance(record, Alert):
+            topic, key = settings.alerts_topic, record.actor or record.key
+        else:
+            topic, key = settings.events_topic, record.actor.name or record.actor.id
+        return await producer.send(
+            topic,
+            orjson.dumps(document),
+            key=key.encode() if key else _NO_KEY,
+            headers=[("bbaudit-id", record.id.encode())],
+        )
+
+    async def _reset(self, reason: str) -> None:
+        """Throw the producer away; the next send builds a new one."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            log.warning("kafka.producer_reset", sink=self.name, reason=reason)
+            await self._discard(producer)
+
+    async def _discard(self, producer: AIOKafkaProducer) -> None:
+        """Stop a producer without ever waiting longer than ``close_timeout``."""
+        try:
+            async with asyncio.timeout(self._settings.close_timeout):
+                await producer.stop()
+        except (KafkaError, TimeoutError, OSError) as exc:
+            # A stop that hangs (aiokafka#1101) is abandoned; its records were
+            # never acknowledged, so they are retried or spooled by the channel.
+            log.warning("kafka.stop_abandoned", sink=self.name, error=repr(exc)[:200])
+
+    async def aclose(self) -> None:
+        """Flush and stop the producer. Idempotent."""
+        self._closed = True
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await self._discard(producer)
+
+
+def _has_cramjam() -> bool:
+    try:
+        import cramjam  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def producer_options(settings: KafkaSinkSettings) -> dict[str, Any]:
+    """Keyword arguments for ``AIOKafkaProducer`` built from the settings."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": settings.client_id,
+        "acks": "all",
+        "enable_idempotence": settings.enable_idempotence,
+        "compression_type": None
+        if settings.compression == "none"
+        else settings.compression,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.max_batch_size,
+        "max_request_size": settings.max_request_size,
+        "request_timeout_ms": int(settings.request_timeout * 1000),
+        "retry_backoff_ms": 200,
+    }
+    protocol = "SSL" if settings.tls else "PLAINTEXT"
+    if settings.sasl_mechanism is not None:
+        protocol = "SASL_SSL" if settings.tls else "SASL_PLAINTEXT"
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password
+    options["security_protocol"] = protocol
+    if settings.tls:
+        options["ssl_context"] = tls_context(settings)
+    return options
+
+
+def tls_context(settings: KafkaSinkSettings) -> ssl.SSLContext:
+    """A client TLS context: verification on unless ``tls_verify`` is false."""
+    context = ssl.create_default_context(
+        cafile=str(settings.ca_file) if settings.ca_file else None
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.cert_file is not None:
+        context.load_cert_chain(
+            str(settings.cert_file),
+            str(settings.key_file) if settings.key_file else None,
+            settings.ssl_key_password,
+        )
+    return context
+
+
+def _raise_first(results: list[Any]) -> None:
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a failed future's error as seen (the batch already failed)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _needs_new_producer(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError):
+        return True
+    if type(exc).__name__ in _FATAL_ERRORS:
+        return True
+    return isinstance(exc, KafkaError) and not exc.retriable
+
+
+def _translate(exc: BaseException, sink: str, step: str) -> SinkError:
+    """The ``SinkError`` for an aiokafka, socket or timeout failure."""
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        return SinkUnavailableError(f"{step} timed out", sink=sink)
+    if name == "MessageSizeTooLargeError":
+        return SinkError(f"{step} failed: {name}: {exc}", sink=sink, retriable=False)
+    return SinkUnavailableError(f"{step} failed: {name}: {exc}", sink=sink)
+
+
+def _build(settings: KafkaSinkSettings, runtime: Runtime) -> KafkaSink:
+    return KafkaSink(settings)
+
+
+SINKS.register("kafka", KafkaSinkSettings, _build, "Kafka topics for events and alerts")

@@ -1,0 +1,274 @@
+"""The Kafka sink through a delivery channel, against a real tansu broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from collector.errors import SinkUnavailableError
+from collector.metrics import Metrics
+from collector.model import Actor, Alert, AuditEvent, Record
+from sinks.delivery import DeliveryChannel
+from sinks.kafka import KafkaSink, KafkaSinkSettings, producer_options
+from tests.kafka_broker import TansuBroker, free_port, kafka_broker, tansu_binary
+
+__all__ = ["kafka_broker"]
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+ACTORS = 37
+
+
+def make_events(start: int, count: int, prefix: str) -> list[Record]:
+    """Audit events whose raw ``seq`` gives their submission order."""
+    return [
+        AuditEvent(
+            id=f"{prefix}-{i:07d}",
+            time=T0,
+            platform="dc",
+            instance="bb",
+            source_kind="test",
+            action="repo.cloned",
+            category="repository",
+            outcome="success",
+            actor=Actor(name=f"user{i % ACTORS}", kind="human"),
+            source_ip="10.0.0.1",
+            raw={"seq": i, "note": "x" * 200},
+        )
+        for i in range(start, start + count)
+    ]
+
+
+def sink_settings(broker: TansuBroker, **overrides: Any) -> KafkaSinkSettings:
+    """Kafka sink settings for the test broker (no idempotence: tansu lacks it)."""
+    values: dict[str, Any] = {
+        "kind": "kafka",
+        "name": "kafka",
+        "bootstrap_servers": [broker.bootstrap],
+        "enable_idempotence": False,
+        "compression": "lz4",
+        "linger_ms": 5,
+        "batch_max_records": 2000,
+        "batch_max_wait": 0.05,
+        "queue_max_batches": 8,
+    }
+    values.update(overrides)
+    return KafkaSinkSettings(**values)
+
+
+async def submit_all(channel: DeliveryChannel, records: list[Record]) -> list[int]:
+    """Submit in pipeline-sized chunks; returns the list acks append to."""
+    acked: list[int] = []
+    for n, start in enumerate(range(0, len(records), 500)):
+        chunk = records[start : start + 500]
+        await channel.submit(chunk, lambda n=n: acked.append(n))  # type: ignore[misc]
+    return acked
+
+
+async def consume(
+    broker: TansuBroker, topic: str, expected: int, idle_s: float = 5.0
+) -> list[tuple[bytes, int, str, int]]:
+    """(key, partition, id, seq) of every message, until ``expected`` or idle."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=10_000,
+    )
+    await consumer.start()
+    seen: list[tuple[bytes, int, str, int]] = []
+    last = time.monotonic()
+    try:
+        while len(seen) < expected and time.monotonic() - last < idle_s:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for partition, messages in batches.items():
+                for m in messages:
+                    document = orjson.loads(m.value)
+                    seq = orjson.loads(document["event"]["original"])["seq"]
+                    headers = dict(m.headers)
+                    seen.append(
+                        (
+                            m.key,
+                            partition.partition,
+                            headers["bbaudit-id"].decode(),
+                            seq,
+                        )
+                    )
+                    last = time.monotonic()
+    finally:
+        await consumer.stop()
+    return seen
+
+
+def assert_ordered_per_key(seen: list[tuple[bytes, int, str, int]]) -> None:
+    """Each key's messages sit on one partition in submission order."""
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    partitions: dict[bytes, set[int]] = defaultdict(set)
+    for key, partition, _, seq in seen:
+        by_key[key].append(seq)
+        partitions[key].add(partition)
+    assert all(len(p) == 1 for p in partitions.values())
+    for seqs in by_key.values():
+        firsts = list(dict.fromkeys(seqs))
+        assert firsts == sorted(firsts)
+
+
+@pytest.mark.slow
+async def test_100k_events_arrive_exactly_once_keyed_by_actor(
+    kafka_broker: TansuBroker,
+) -> None:
+    """100k events through the channel come back once each, keyed and ordered."""
+    settings = sink_settings(kafka_broker, include_original=True)
+    channel = DeliveryChannel(KafkaSink(settings), settings, Metrics())
+    records = make_events(0, 100_000, "bulk")
+    await channel.start()
+
+    acked = await submit_all(channel, records)
+    await asyncio.wait_for(channel.drain(), 90)
+    await channel.aclose()
+    seen = await consume(kafka_broker, "bbaudit.events", 100_000)
+
+    assert acked == list(range(200))
+    ids = [s[2] for s in seen if s[2].startswith("bulk-")]
+    assert sorted(ids) == sorted(r.id for r in records)
+    assert {s[0] for s in seen if s[2].startswith("bulk-")} == {
+        f"user{i}".encode() for i in range(ACTORS)
+    }
+    assert_ordered_per_key([s for s in seen if s[2].startswith("bulk-")])
+
+
+async def test_alerts_go_to_alerts_topic_keyed_by_actor(
+    kafka_broker: TansuBroker,
+) -> None:
+    """An alert lands on the alerts topic with the actor as key and its id header."""
+    settings = sink_settings(kafka_broker)
+    sink = KafkaSink(settings)
+    alert = Alert(
+        id="alert-kafka-1",
+        rule_id="mass_clone",
+        rule_name="Mass clone",
+        severity="high",
+        risk_score=73,
+        time=T0,
+        summary="alice cloned 120 repositories",
+        key="alice",
+        evidence=("e1", "e2"),
+        techniques=("T1213.003",),
+        actor="alice",
+    )
+
+    await sink.start()
+    await sink.send([alert])
+    await sink.aclose()
+    consumer = AIOKafkaConsumer(
+        "bbaudit.alerts",
+        bootstrap_servers=kafka_broker.bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=5000)
+    finally:
+        await consumer.stop()
+    messages = [m for ms in batches.values() for m in ms]
+
+    assert [m.key for m in messages] == [b"alice"]
+    assert dict(messages[0].headers)["bbaudit-id"] == b"alert-kafka-1"
+    assert orjson.loads(messages[0].value)["rule"]["id"] == "mass_clone"
+
+
+async def test_unreachable_broker_raises_retriable_error() -> None:
+    """Sending with no broker raises SinkUnavailableError within the deadline."""
+    settings = KafkaSinkSettings(
+        kind="kafka",
+        name="kafka",
+        bootstrap_servers=[f"127.0.0.1:{free_port()}"],
+        enable_idempotence=False,
+        request_timeout=2.0,
+    )
+    sink = KafkaSink(settings)
+
+    with pytest.raises(SinkUnavailableError) as caught:
+        await asyncio.wait_for(sink.send(make_events(0, 1, "x")), 10)
+    await sink.aclose()
+
+    assert caught.value.retriable
+
+
+def test_producer_options_defaults_are_safe() -> None:
+    """acks=all, idempotence on, and TLS verification on by default."""
+    settings = KafkaSinkSettings(
+        kind="kafka", name="k", bootstrap_servers=["b:9093"], tls=True
+    )
+
+    options = producer_options(settings)
+
+    assert options["acks"] == "all"
+    assert options["enable_idempotence"] is True
+    assert options["security_protocol"] == "SSL"
+    assert options["ssl_context"].check_hostname is True
+
+
+@pytest.mark.slow
+async def test_broker_outage_spools_and_loses_nothing(tmp_path: Path) -> None:
+    """With the broker stopped for 30 s mid-stream, every event still arrives."""
+    binary = tansu_binary()
+    assert binary is not None, "run tests/infra/install_kafka.sh"
+    broker = TansuBroker(binary, free_port(), tmp_path / "tansu.log")
+    broker.start()
+    settings = sink_settings(
+        broker,
+        include_original=True,
+        request_timeout=3.0,
+        close_timeout=2.0,
+        send_timeout=5.0,
+        retry_initial=0.2,
+        retry_max=1.0,
+        spool_after_attempts=2,
+        spool_after=5.0,
+    )
+    channel = DeliveryChannel(
+        KafkaSink(settings), settings, Metrics(), spool_dir=tmp_path / "spool"
+    )
+    await channel.start()
+    try:
+        before = make_events(0, 30_000, "out")
+        await submit_all(channel, before)
+        await asyncio.wait_for(channel.drain(), 30)
+        # tansu keeps data only in memory: read phase one before stopping it.
+        seen = await consume(broker, "bbaudit.events", 30_000)
+
+        broker.stop()
+        stopped = time.monotonic()
+        during = make_events(30_000, 40_000, "out")
+        await submit_all(channel, during)
+        await asyncio.wait_for(channel.drain(), 25)
+        assert channel.spool_records > 0
+        assert not channel.healthy
+        await asyncio.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
+
+        await asyncio.to_thread(broker.start)
+        after = make_events(70_000, 30_000, "out")
+        await submit_all(channel, after)
+        await asyncio.wait_for(channel.drain(), 30)
+        for _ in range(300):
+            if channel.spool_records == 0:
+                break
+            await asyncio.sleep(0.1)
+        seen += await consume(broker, "bbaudit.events", 70_000)
+        left = channel.spool_records
+    finally:
+        await channel.aclose()
+        broker.stop()
+
+    assert left == 0
+    assert {s[2] for s in seen} == {f"out-{i:07d}" for i in range(100_000)}
+    assert_ordered_per_key(seen)
