@@ -136,11 +136,25 @@ class BaseRule:
 
 
 def actor_key(event: AuditEvent) -> str | None:
-    """The acting user's key (lowercased name), or None for system/anonymous."""
+    """The acting user's key, or None for system/anonymous authors.
+
+    The directory's username when the identity enricher matched one, so that a
+    person's DC and Cloud activity share state; else the Cloud actor's email or
+    id (Cloud names are display names, and two people can share one); else the
+    lowercased name.
+    """
     actor = event.actor
     if actor.kind in _NOT_PEOPLE:
         return None
-    name = actor.name or actor.id
+    identity = event.context.get("identity")
+    if isinstance(identity, dict) and identity.get("matched_by"):
+        username = identity.get("username")
+        if isinstance(username, str) and username:
+            return username.lower()
+    if event.platform == "cloud":
+        name = actor.email or actor.id or actor.name
+    else:
+        name = actor.name or actor.id
     return name.lower() if name else None
 
 

@@ -13,12 +13,15 @@ from detections.rules.base import (
     DetectionState,
     Finding,
     RuleMeta,
+    context_map,
 )
 from detections.settings import EngineSettings
 
 _LIMITS = (
     "Silent during the learning period (per user or global, in event time). "
     "Needs the source IP, which Data Center omits for some system actions; "
+    "activity from the allowlisted zones is not baselined, and the first "
+    "public value a user shows is learned, not alerted; "
     "proxies and NAT hide the real client."
 )
 
@@ -33,6 +36,12 @@ class _FirstSighting(BaseRule):
         self.learning = settings.learning_period
         self.scope = settings.learning_scope
         self.prefix = f"{self.META.id}:"
+        self.trusted_zones = frozenset(settings.allowlist_zones)
+
+    def trusted(self, event: AuditEvent) -> bool:
+        """Whether the event comes from an allowlisted zone (not baselined)."""
+        zones = event.context.get("zones")
+        return isinstance(zones, list) and bool(self.trusted_zones.intersection(zones))
 
     def value(self, event: AuditEvent) -> str | None:
         """The value to baseline (IP, country, ASN) or None."""
@@ -44,12 +53,18 @@ class _FirstSighting(BaseRule):
         """Fire on a new value once the user's history covers the learning period."""
         if user is None:
             return NO_FINDINGS
-        value = self.value(event)
+        value = None if self.trusted(event) else self.value(event)
         if value is None:
             return NO_FINDINGS
 
+        # A user with no value of this kind yet (seen only from private
+        # addresses so far) has no baseline to deviate from: the first public
+        # sighting is learned, not alerted.
+        had_baseline = state.baselines.observe_key(f"{self.prefix}{user}\x1f", ts)
         known = state.baselines.observe_key(f"{self.prefix}{user}\x1f{value}", ts)
-        if known or state.first_seen.age(user, ts, scope=self.scope) < self.learning:
+        if known or not had_baseline:
+            return NO_FINDINGS
+        if state.first_seen.age(user, ts, scope=self.scope) < self.learning:
             return NO_FINDINGS
 
         return (
@@ -76,12 +91,20 @@ class NewSourceIp(_FirstSighting):
         risk_score=21,
         techniques=("T1078",),
         consumes=frozenset({ANY_ACTION}),
-        limitations=_LIMITS + " Noisy for users on dynamic home IPs.",
+        limitations=_LIMITS
+        + " Noisy for users on dynamic home IPs. Addresses inside the allowlisted"
+        " network zones and non-public addresses are not baselined: office DHCP"
+        " leases change daily and would bury the signal.",
         runbook="Confirm with the user; correlate with new country/ASN alerts.",
     )
 
     def value(self, event: AuditEvent) -> str | None:
-        """The source IP."""
+        """The source IP, unless it is not a public address."""
+        if event.source_ip is None:
+            return None
+        scope = context_map(event, "geo").get("scope")
+        if scope is not None and scope != "public":
+            return None
         return event.source_ip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from detections.rules.base import (
 )
 from detections.settings import EngineSettings
 
+_MAX_FIXES = 8
 _EARTH_KM = 6371.0
 _MIN_HOURS = 0.0001
 
@@ -108,52 +110,57 @@ class ImpossibleTravel(BaseRule):
     def evaluate(
         self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
-        """Compare with the user's last located event, then remember this one."""
+        """Judge this fix against its neighbours in time, then remember it.
+
+        Sources deliver at their own pace (a backfill of one source can run
+        behind another), so a fix may arrive after later ones: the user's last
+        few fixes are kept sorted by time and the new one is compared with the
+        fix just before it and the one just after it.
+        """
         here = self._location(event) if user is not None else None
         if user is None or here is None:
             return NO_FINDINGS
 
-        last = state.locations.get(user)
-        if last is not None and ts < last[0]:
-            return NO_FINDINGS  # out of order: judged against a later fix already
-        if last is not None and last[3] == here[2]:
-            last[0], last[6] = ts, event.id  # same IP: never travel, keep it fresh
-            state.locations.touch(user)
-            return NO_FINDINGS
-        state.locations.put(user, [ts, *here, event.id])
-        if last is None:
-            return NO_FINDINGS
+        fixes = _fixes(state.locations.get(user))
+        fix = [ts, *here, event.id]
+        position = bisect.bisect_right([f[0] for f in fixes], ts)
+        before = fixes[position - 1] if position > 0 else None
+        after = fixes[position] if position < len(fixes) else None
+        fixes.insert(position, fix)
+        state.locations.put(user, fixes[-_MAX_FIXES:])
 
-        return self._judge(user, event, ts, here, last)
+        for earlier, later in ((before, fix), (fix, after)):
+            if earlier is not None and later is not None:
+                finding = self._judge(user, earlier, later)
+                if finding is not None:
+                    return (finding,)
+        return NO_FINDINGS
 
-    def _judge(
-        self,
-        user: str,
-        event: AuditEvent,
-        ts: float,
-        here: list[Any],
-        last: list[Any],
-    ) -> Sequence[Finding]:
-        lat, lon, ip, city, country = here
+    def _judge(self, user: str, last: list[Any], now: list[Any]) -> Finding | None:
+        """A finding when going from fix ``last`` to fix ``now`` is too fast."""
+        ts, lat, lon, ip, city, country, event_id = now
         same_place = ip == last[3] or (city and city == last[4] and country == last[5])
         km = _haversine_km(last[1], last[2], lat, lon)
         hours = max((ts - last[0]) / 3600.0, _MIN_HOURS)
         if same_place or km < self.min_km or km / hours <= self.speed:
-            return NO_FINDINGS
+            return None
 
-        return (
-            Finding(
-                key=user,
-                anchor=f"{last[6]}>{event.id}",
-                summary=(
-                    f"{user} moved {km:.0f} km from {last[4] or last[5]} to "
-                    f"{city or country} in {hours * 60:.0f} min "
-                    f"({km / hours:.0f} km/h)"
-                ),
-                evidence=(last[6], event.id),
-                actor=user,
-                details={"distance_km": round(km), "speed_kmh": round(km / hours)},
+        return Finding(
+            key=user,
+            anchor=f"{last[6]}>{event_id}",
+            summary=(
+                f"{user} moved {km:.0f} km from {last[4] or last[5]} to "
+                f"{city or country} in {hours * 60:.0f} min "
+                f"({km / hours:.0f} km/h)"
             ),
+            evidence=(last[6], event_id),
+            actor=user,
+            details={
+                "distance_km": round(km),
+                "speed_kmh": round(km / hours),
+                "from_ip": last[3],
+                "to_ip": ip,
+            },
         )
 
     def _location(self, event: AuditEvent) -> list[Any] | None:
@@ -169,6 +176,15 @@ class ImpossibleTravel(BaseRule):
         if not _is_number(lat) or not _is_number(lon):
             return None
         return [lat, lon, event.source_ip, geo.get("city"), geo.get("country_iso")]
+
+
+def _fixes(stored: Any) -> list[list[Any]]:
+    """The stored fixes of a user, oldest first (tolerates the older one-fix form)."""
+    if not isinstance(stored, list) or not stored:
+        return []
+    if isinstance(stored[0], list):
+        return [f for f in stored if isinstance(f, list) and len(f) == 7]
+    return [stored] if len(stored) == 7 else []
 
 
 def _is_number(value: Any) -> bool:
