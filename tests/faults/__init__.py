@@ -1,0 +1,1 @@
+"""The fault harness: the real pipeline under kills, outages and hostile input."""
