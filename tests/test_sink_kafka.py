@@ -223,7 +223,7 @@ async def test_broker_outage_spools_and_loses_nothing(tmp_path: Path) -> None:
     binary = tansu_binary()
     assert binary is not None, "run tests/infra/install_kafka.sh"
     broker = TansuBroker(binary, free_port(), tmp_path / "tansu.log")
-    broker.start()
+    await broker.astart()
     settings = sink_settings(
         broker,
         include_original=True,
@@ -255,7 +255,7 @@ async def test_broker_outage_spools_and_loses_nothing(tmp_path: Path) -> None:
         assert not channel.healthy
         await asyncio.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
 
-        await asyncio.to_thread(broker.start)
+        await broker.astart()
         after = make_events(70_000, 30_000, "out")
         await submit_all(channel, after)
         await asyncio.wait_for(channel.drain(), 30)
