@@ -10,8 +10,8 @@ Install with ``tests/infra/install_kafka.sh``.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import contextlib
+import importlib.util
 import shutil
 import socket
 import subprocess
