@@ -1,0 +1,218 @@
+"""End-to-end throughput and memory of the pipeline, per sink, against a
+minimal forwarder measured in the same run.
+
+The full path replays generated Data Center audit records through the real
+``collector.pipeline.Pipeline``: parse, normalize, dedupe, enrich (zones, when
+the enrichers package is importable), detect (the rule engine, when
+importable), route, render (ECS) and deliver through a ``DeliveryChannel``.
+The minimal forwarder reads the same records (orjson in), writes them out
+unchanged (orjson out) with the same client library to the same receiver.
+
+Records are generated lazily, so memory must not grow with the number of
+events; peak RSS (VmHWM) is sampled after 100k events and at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.config import PipelineSettings
+from collector.metrics import Metrics
+from collector.normalize.dc import normalize_dc
+from collector.pipeline import Pipeline
+from collector.plugins import Runtime
+from collector.stages import SourceBatch
+from collector.state import StateStore
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "bitbucket"
+BATCH = 500
+RSS_MARK = 100_000
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (VmHWM), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def sample_records() -> list[dict[str, Any]]:
+    """The DC audit-file sample lines, the templates of generated records."""
+    path = SAMPLES / "elastic_bitbucket_dc_audit_file_lines.ndjson"
+    return [orjson.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def generate(count: int, seed: int = 7) -> Iterator[bytes]:
+    """``count`` JSON lines of DC records with varied actors, IPs and times."""
+    rng = random.Random(seed)
+    templates = sample_records()
+    base = 1_780_000_000
+    for i in range(count):
+        record = dict(templates[i % len(templates)])
+        record["author"] = {
+            "id": str(i % 5000),
+            "name": f"user{i % 5000}",
+            "type": "NORMAL",
+        }
+        record["source"] = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{i % 250 + 1}"
+        record["timestamp"] = {"epochSecond": base + i // 50, "nano": (i % 50) * 1000}
+        yield orjson.dumps(record)
+
+
+class ReplaySource:
+    """A source over generated lines: parses and normalizes like the file source."""
+
+    kind = "bench"
+
+    def __init__(self, count: int, progress: Callable[[int], None]) -> None:
+        self.name = "bench"
+        self._count = count
+        self._progress = progress
+
+    async def batches(
+        self, checkpoint: Any | None, *, follow: bool
+    ) -> AsyncIterator[SourceBatch]:
+        """Batches of ``BATCH`` normalized events; checkpoint = lines read."""
+        events = []
+        read = 0
+        for line in generate(self._count):
+            record = orjson.loads(line)
+            events.append(normalize_dc(record, instance="bench", source_kind="dc_file"))
+            read += 1
+            if len(events) == BATCH:
+                yield SourceBatch(self.name, events, checkpoint=read)
+                events = []
+                self._progress(read)
+        if events:
+            yield SourceBatch(self.name, events, checkpoint=read, caught_up=True)
+        self._progress(read)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass(slots=True)
+class Result:
+    """One measured run."""
+
+    label: str
+    events: int
+    seconds: float
+    rss_at_mark: float
+    rss_peak: float
+    extras: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Events per second."""
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def _stages(runtime: Runtime) -> tuple[Any, Any, list[str]]:
+    """The enrichment chain and detector, if their packages import."""
+    notes: list[str] = []
+    enrich = detector = None
+    try:
+        import enrichers  # noqa: F401  (registers the kinds)
+        from collector.plugins import ENRICHERS
+        from enrichers.chain import EnrichmentChain
+        from enrichers.zones import ZonesSettings
+
+        zones = ZonesSettings(
+            kind="zones",
+            name="zones",
+            zones={"office": ["10.0.0.0/9"], "vpn": ["10.128.0.0/9"]},
+        )
+        enricher = ENRICHERS.get("zones", "bench").factory(zones, runtime)
+        enrich = EnrichmentChain([enricher], runtime.metrics, 5.0).enrich
+        notes.append("enrich=zones")
+    except Exception as exc:  # the bench runs while packages are being built
+        notes.append(f"enrich=off({type(exc).__name__})")
+    try:
+        import detections  # noqa: F401
+        from collector.plugins import DETECTORS
+        from detections.settings import EngineSettings
+
+        settings = EngineSettings(name="detections")
+        detector = DETECTORS.get("engine", "bench").factory(settings, runtime)
+        notes.append("detect=engine")
+    except Exception as exc:
+        notes.append(f"detect=off({type(exc).__name__})")
+    return enrich, detector, notes
+
+
+async def run_pipeline(
+    label: str, count: int, make_channel: Callable[[Runtime], Any]
+) -> Result:
+    """The full path over ``count`` generated events into one channel."""
+    with tempfile.TemporaryDirectory(prefix="bbaudit-bench-") as tmp:
+        metrics = Metrics()
+        store = StateStore.in_dir(Path(tmp))
+        runtime = Runtime(state_dir=Path(tmp), store=store, metrics=metrics)
+        enrich, detector, notes = _stages(runtime)
+        marks: dict[str, float] = {}
+
+        def progress(read: int) -> None:
+            if read >= RSS_MARK and "mark" not in marks:
+                marks["mark"] = peak_rss_mib()
+
+        pipeline = Pipeline(
+            sources=[ReplaySource(count, progress)],
+            channels=[make_channel(runtime)],
+            store=store,
+            metrics=metrics,
+            settings=PipelineSettings(drain_timeout=600),
+            enrich=enrich,
+            detector=detector,
+        )
+        started = time.perf_counter()
+        stats = await pipeline.run(follow=False)
+        seconds = time.perf_counter() - started
+        store.close()
+    extras = " ".join([*notes, f"alerts={stats.alerts}"])
+    return Result(
+        label, stats.new, seconds, marks.get("mark", 0.0), peak_rss_mib(), extras
+    )
+
+
+async def run_forwarder(
+    label: str,
+    count: int,
+    write: Callable[[list[bytes]], Any],
+) -> Result:
+    """orjson in, orjson out: the floor any shipper pays, same writer."""
+    mark = 0.0
+    started = time.perf_counter()
+    batch: list[bytes] = []
+    for n, line in enumerate(generate(count), 1):
+        batch.append(orjson.dumps(orjson.loads(line)))
+        if len(batch) == BATCH:
+            await write(batch)
+            batch = []
+        if n == RSS_MARK:
+            mark = peak_rss_mib()
+    if batch:
+        await write(batch)
+    return Result(label, count, time.perf_counter() - started, mark, peak_rss_mib())
+
+
+def file_writer(path: Path) -> Callable[[list[bytes]], Any]:
+    """Append lines and fsync per batch, as the file sink does."""
+    handle = path.open("ab")
+
+    async def write(lines: list[bytes]) -> None:
+        handle.write(b"\n".join(lines) + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    return write
