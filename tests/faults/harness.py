@@ -55,13 +55,28 @@ class Scale:
     users: int
     days: float
     deadline_s: float
+    recover_deadline_s: float
 
 
 SHORT = Scale(
-    "short", kills=5, outage_s=10, fault_s=4, users=40, days=0.5, deadline_s=60
+    "short",
+    kills=5,
+    outage_s=10,
+    fault_s=4,
+    users=40,
+    days=0.5,
+    deadline_s=60,
+    recover_deadline_s=20,
 )
 LONG = Scale(
-    "long", kills=20, outage_s=60, fault_s=20, users=120, days=1.5, deadline_s=240
+    "long",
+    kills=20,
+    outage_s=60,
+    fault_s=20,
+    users=120,
+    days=1.5,
+    deadline_s=240,
+    recover_deadline_s=120,
 )
 
 
@@ -301,8 +316,12 @@ class FaultBench:
 
     # config ----------------------------------------------------------------
 
-    def configure(self, sink: Sink, *, state_dir: Path | None = None) -> Path:
-        """Write the config (and the secret file) for ``sink``; returns its path."""
+    def configure(
+        self, sink: Sink, *, state_dir: Path | None = None, log_level: str = "info"
+    ) -> Path:
+        """Write the config (and the secret file) for ``sink``; returns its path.
+
+        ``log_level`` ``debug`` makes the secret scan stricter (more lines)."""
         self.sink = sink
         token_file = self.workdir / "bitbucket-token"
         token_file.write_text(self.token + "\n")
@@ -311,7 +330,7 @@ class FaultBench:
             self.secrets_used.append(str(sink.settings["token"]))
         config = {
             "state_dir": str(state_dir or self.workdir / "state"),
-            "log": {"level": "info", "format": "json"},
+            "log": {"level": log_level, "format": "json"},
             "http": {"enabled": False},
             "pipeline": {"drain_timeout": "10s", "flush_interval": "0.5s"},
             "sources": [self._source_settings(token_file)],
