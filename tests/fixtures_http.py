@@ -258,16 +258,31 @@ async def collect(
     return out
 
 
-def delivered(batches: list[SourceBatch], seen: set[str] | None = None) -> list[str]:
-    """Ids a pipeline would deliver, after its dedupe against ``seen``."""
+def fresh_events(
+    batches: list[SourceBatch], seen: set[str] | None = None
+) -> list[AuditEvent]:
+    """Events a pipeline would deliver, in order, after its dedupe against
+    ``seen`` (which gains their ids).
+    """
     seen = set() if seen is None else seen
     out = []
     for batch in batches:
         for event in batch.events:
             if event.id not in seen:
                 seen.add(event.id)
-                out.append(event.id)
+                out.append(event)
     return out
+
+
+def delivered(batches: list[SourceBatch], seen: set[str] | None = None) -> list[str]:
+    """Ids a pipeline would deliver, after its dedupe against ``seen``."""
+    return [event.id for event in fresh_events(batches, seen)]
+
+
+def assert_ascending(events: list[AuditEvent]) -> None:
+    """The events come oldest first."""
+    times = [event.time for event in events]
+    assert times == sorted(times)
 
 
 def events_of(batches: list[SourceBatch]) -> list[AuditEvent]:

@@ -6,7 +6,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,7 +17,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from collector.metrics import Metrics
-from collector.sources.dc_rest import DcRestSettings, DcRestSource
+from collector.sources.dc_rest import (
+    CycleCounts,
+    DcRestSettings,
+    DcRestSource,
+    Gathered,
+    SliceRead,
+)
 from collector.sources.http_common import (
     PageError,
     PageRequest,
@@ -32,11 +38,14 @@ from tests.conftest import SAMPLES
 from tests.fixtures_http import (
     DcAuditServer,
     FakeClock,
+    Fault,
     SlowStream,
+    assert_ascending,
     collect,
     dc_entity,
     delivered,
     events_of,
+    fresh_events,
 )
 
 NOW = datetime(2026, 5, 19, 12, 0, 0, tzinfo=UTC)
@@ -85,6 +94,50 @@ def spread(count: int, *, same_ms_every: int = 0) -> list[dict[str, Any]]:
     return entities
 
 
+def over_day(count: int, *, seed: int) -> list[dict[str, Any]]:
+    """``count`` entities at random times over the last day, in random order,
+    a fifth of them sharing a millisecond with the one before.
+    """
+    rng = random.Random(seed)
+    entities = []
+    when = NOW
+    for n in range(count):
+        if n == 0 or rng.random() > 0.2:
+            when = NOW - timedelta(milliseconds=rng.randrange(1, 86_400_000))
+        entities.append(dc_entity(when, n))
+    rng.shuffle(entities)
+    return entities
+
+
+def spy_on_slices(
+    source: DcRestSource, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, bool]]:
+    """Record (events held, overflowed) for every slice the source reads."""
+    held: list[tuple[int, bool]] = []
+    gather = source._gather
+
+    async def spy(read: SliceRead, counts: CycleCounts, *, follow: bool) -> Gathered:
+        gathered = await gather(read, counts, follow=follow)
+        held.append((len(gathered.events), gathered.overflow))
+        return gathered
+
+    monkeypatch.setattr(source, "_gather", spy)
+    return held
+
+
+def once(match: Callable[[httpx.Request], bool], body: bytes) -> Fault:
+    """A fault answering ``body`` to the first request ``match`` accepts."""
+    used: list[bool] = []
+
+    def fault(_n: int, request: httpx.Request) -> httpx.Response | None:
+        if used or not match(request):
+            return None
+        used.append(True)
+        return httpx.Response(200, content=body)
+
+    return fault
+
+
 def metric(metrics: Metrics, name: str, **labels: str) -> float:
     """A sample value from the registry (0 when absent)."""
     value = metrics.registry.get_sample_value(name, labels)
@@ -108,6 +161,77 @@ async def test_reads_every_entity_once_across_pages(metrics: Metrics) -> None:
     assert all(b.checkpoint["cycle"] is not None for b in batches[:-1])
 
 
+async def test_backfill_is_delivered_oldest_first(metrics: Metrics) -> None:
+    """A day read in hour slices arrives in ascending time, each event once."""
+    entities = over_day(900, seed=1)
+    server = DcAuditServer(entities)
+    source = make_source(server, metrics, batch_size=16)
+
+    with capture_logs() as logs:
+        batches = await collect(source.batches(None, follow=False))
+
+    events = events_of(batches)
+    assert_ascending(events)
+    assert len(events) == len(delivered(batches)) == 900
+    assert max(len(b.events) for b in batches) == 16
+    server_key = {
+        e["affectedObjects"][0]["id"]: (ms, seq) for ms, seq, e in server.rows
+    }
+    keys = [server_key[e.raw["affectedObjects"][0]["id"]] for e in events]
+    assert keys == sorted(keys)
+    summary = next(e for e in logs if e["event"] == "poll.completed")
+    assert summary["slices"] == 24 and summary["fetched"] == 900
+
+
+async def test_crowded_slice_is_split_in_bounded_halves(
+    metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slice over max_slice_events is read again as halves; none grows past it."""
+    entities = [dc_entity(NOW - timedelta(seconds=n * 0.9), n) for n in range(1000)]
+    source = make_source(DcAuditServer(entities), metrics, max_slice_events=150)
+    held = spy_on_slices(source, monkeypatch)
+
+    with capture_logs() as logs:
+        batches = await collect(source.batches(None, follow=False))
+
+    assert_ascending(events_of(batches))
+    assert len(delivered(batches)) == 1000 == len(events_of(batches))
+    kept = [size for size, overflow in held if not overflow]
+    assert max(size for size, _o in held) <= 150 + 50
+    assert max(kept) <= 150 and sum(kept) >= 1000
+    splits = [e for e in logs if e["event"] == "source.slice_split"]
+    assert len(splits) >= 7
+    assert metric(metrics, "bbaudit_source_slice_splits_total", source="dc") == len(
+        splits
+    )
+    assert not [e for e in logs if e["event"] == "source.slice_unordered"]
+
+
+async def test_same_second_flood_is_delivered_unsorted_with_warning(
+    metrics: Metrics,
+) -> None:
+    """A flood inside the minimum slice is delivered as read, with a warning."""
+    flood = NOW - timedelta(minutes=30)
+    entities = [
+        dc_entity(flood + timedelta(milliseconds=n % 900), n) for n in range(400)
+    ]
+    entities += [
+        dc_entity(flood - timedelta(minutes=5, seconds=n), 500 + n) for n in range(30)
+    ]
+    source = make_source(DcAuditServer(entities), metrics, max_slice_events=100)
+
+    with capture_logs() as logs:
+        batches = await collect(source.batches(None, follow=False))
+
+    assert len(delivered(batches)) == 430
+    warned = [e for e in logs if e["event"] == "source.slice_unordered"]
+    assert len(warned) == 1 and warned[0]["log_level"] == "warning"
+    before = [e for e in events_of(batches) if e.time < flood]
+    assert_ascending(before)
+    assert events_of(batches)[:30] == before
+    assert batches[-1].caught_up
+
+
 async def test_bounds_carry_explicit_utc_offset(metrics: Metrics) -> None:
     """Every request sends from/to with a Z offset, ms precision, and the limit."""
     server = DcAuditServer(spread(120))
@@ -120,8 +244,9 @@ async def test_bounds_carry_explicit_utc_offset(metrics: Metrics) -> None:
         assert params["from"].endswith("Z") and params["to"].endswith("Z")
         assert len(params["from"]) == len("2026-05-19T12:00:00.000Z")
         assert params["limit"] == "50"
-    assert server.requests[0].url.params["to"] == "2026-05-19T12:00:00.000Z"
     assert server.requests[0].url.params["from"] == "2026-05-18T12:00:00.000Z"
+    assert server.requests[0].url.params["to"] == "2026-05-18T13:00:00.000Z"
+    assert server.requests[-1].url.params["to"] == "2026-05-19T12:00:00.000Z"
 
 
 async def test_object_cursor_is_followed(metrics: Metrics) -> None:
@@ -132,7 +257,8 @@ async def test_object_cursor_is_followed(metrics: Metrics) -> None:
     batches = await collect(source.batches(None, follow=False))
 
     assert len(delivered(batches)) == 170
-    assert server.requests[1].url.params["pageCursor"].count(",") == 1
+    paged = [r for r in server.requests if "pageCursor" in r.url.params]
+    assert paged and paged[0].url.params["pageCursor"].count(",") == 1
 
 
 async def test_elastic_sample_pages_with_string_cursor(metrics: Metrics) -> None:
@@ -160,27 +286,50 @@ async def test_elastic_sample_pages_with_string_cursor(metrics: Metrics) -> None
     assert {e.platform for e in events} == {"dc"}
 
 
-async def test_restart_mid_cycle_loses_and_repeats_nothing(metrics: Metrics) -> None:
-    """A new source from a mid-cycle checkpoint reads exactly the remaining pages."""
-    entities = spread(400, same_ms_every=2)
-    first = make_source(DcAuditServer(entities), metrics)
-    partial = []
-    async for batch in first.batches(None, follow=False):
-        partial.append(batch)
-        if len(partial) == 3:
-            break
-    checkpoint = partial[-1].checkpoint
-    assert checkpoint["cycle"]["cursor"]
+async def test_restart_from_any_checkpoint_loses_nothing(metrics: Metrics) -> None:
+    """A new source started from any batch's checkpoint delivers the rest."""
+    entities = over_day(600, seed=3)
+    overrides: dict[str, Any] = {"batch_size": 40, "slice": "3h"}
+    first = make_source(DcAuditServer(entities), metrics, **overrides)
+    batches = await collect(first.batches(None, follow=False))
+    moved = {str(b.checkpoint) for b in batches}
+    assert len(delivered(batches)) == 600 and len(moved) > 8
 
-    seen: set[str] = set()
-    before = delivered(partial, seen)
-    second = make_source(DcAuditServer(entities), Metrics())
-    rest = await collect(second.batches(checkpoint, follow=False))
-    after = delivered(rest, seen)
+    for cut in range(len(batches)):
+        seen: set[str] = set()
+        delivered(batches[: cut + 1], seen)
+        again = make_source(DcAuditServer(entities), Metrics(), **overrides)
+        rest = await collect(again.batches(batches[cut].checkpoint, follow=False))
+        fresh = fresh_events(rest, seen)
 
-    assert len(before) == 150
-    assert len(before) + len(after) == 400
-    assert len(seen) == 400
+        assert len(seen) == 600, f"restart after batch {cut}"
+        assert_ascending(fresh)
+        assert len(events_of(rest)) - len(fresh) <= 600 // 8 + 40
+
+
+async def test_version_1_checkpoint_resumes_without_loss(metrics: Metrics) -> None:
+    """A mid-cycle checkpoint of the newest-first version re-reads its cycle."""
+    entities = spread(200)
+    checkpoint = {
+        "v": 1,
+        "last_ts": None,
+        "cycle": {
+            "lower": "2026-05-18T12:00:00.000Z",
+            "to": "2026-05-19T12:00:00.000Z",
+            "upper": "2026-05-19T12:00:00.000Z",
+            "floor": "2026-05-18T12:00:00.000Z",
+            "cursor": "1779184000000,150",
+            "newest": "2026-05-19T10:13:16.000Z",
+            "oldest": "2026-05-19T10:10:00.000Z",
+            "step_ms": None,
+        },
+    }
+    source = make_source(DcAuditServer(entities), metrics)
+
+    batches = await collect(source.batches(checkpoint, follow=False))
+
+    assert len(delivered(batches)) == 200
+    assert batches[-1].checkpoint["v"] == 2
 
 
 async def test_retry_after_seconds_and_date_are_honoured(metrics: Metrics) -> None:
@@ -239,8 +388,7 @@ async def test_bad_body_once_is_retried(
 ) -> None:
     """One bad body is counted under its reason and the retry reads the page."""
     server = DcAuditServer(
-        spread(80),
-        fault=lambda n, _r: httpx.Response(200, content=body) if n == 2 else None,
+        spread(80), fault=once(lambda r: "pageCursor" in r.url.params, body)
     )
     source = make_source(server, metrics, max_response_bytes="2MiB")
 
@@ -444,7 +592,7 @@ async def test_bearer_and_basic_auth_headers(metrics: Metrics) -> None:
         await collect(source.batches(None, follow=False))
 
     assert seen[0] == f"Bearer {SECRET}"
-    assert seen[1].startswith("Basic ")
+    assert seen[-1].startswith("Basic ")
     assert SECRET not in repr(make_settings())
 
 

@@ -1,14 +1,26 @@
 """The Bitbucket Data Center auditing REST API as a polling source (kind ``dc_rest``).
 
 Each poll cycle reads the window [``last_ts - overlap``, ``now - settle_lag``]
-from ``/rest/auditing/1.0/events``. Pages come newest first, so the checkpoint
-cannot simply be "the newest event seen": a crash after page 1 would skip the
-older pages (elastic/integrations#12873). Instead every page's checkpoint
-carries the whole cycle state (bounds, cursor, newest time so far) and a
-restart resumes mid-cycle; only a completed cycle moves ``last_ts``.
+from ``/rest/auditing/1.0/events``. The API pages newest first, but stateful
+detections (time windows, "login after N failures", first-seen baselines)
+must see history in the order it happened. So the window is cut into time
+slices of ``slice`` length that are walked oldest first; each slice is read
+whole (newest first, ``pageCursor`` with the same ``from`` and ``to`` on every
+request), sorted, and delivered oldest first in batches of ``batch_size``.
+
+Memory stays bounded: a slice that holds more than ``max_slice_events`` is
+dropped and read again as two halves, down to ``min_slice``. A flood inside
+one ``min_slice`` is delivered as read, each page reversed, with a warning.
+
+Checkpoints never pass unread older pages (elastic/integrations#12873): the
+batch that ends a slice records the slice end as the resume point, and the
+batches inside a slice carry the previous one, so a crash re-reads at most
+one slice (the pipeline drops the repeats by event id). Only a completed
+cycle moves ``last_ts``, and the next cycle re-reads ``overlap`` before it
+for events that show up late.
 
 A page that fails every retry is not allowed to stop ingestion (the poison
-page of elastic/integrations#18144): the query window is halved towards the
+page of elastic/integrations#18144): the slice's query is halved towards the
 unread part until the bad region is narrower than ``min_gap``, which is then
 skipped, logged at ERROR and counted.
 """
@@ -17,7 +29,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +69,7 @@ logger = structlog.get_logger(__name__)
 
 EVENTS_PATH = "/rest/auditing/1.0/events"
 SEARCH_ACTION = "audit.searched"
+CHECKPOINT_VERSION = 2
 _ONE_MS = timedelta(milliseconds=1)
 
 
@@ -75,7 +89,12 @@ class DcAuth(StrictModel):
 
 
 class DcRestSettings(PluginSettings):
-    """Config of one ``dc_rest`` source."""
+    """Config of one ``dc_rest`` source.
+
+    ``slice`` is the span read and sorted at a time (a normal poll is one
+    slice; a first backfill many); ``max_slice_events`` caps the events held
+    for one slice before it is split; ``batch_size`` caps a delivered batch.
+    """
 
     kind: Literal["dc_rest"] = "dc_rest"
     base_url: str
@@ -97,6 +116,10 @@ class DcRestSettings(PluginSettings):
     backoff_cap: Duration = 60.0
     auth_backoff: Duration = 300.0
     min_gap: Duration = 1.0
+    slice: Duration = 3600.0
+    min_slice: Duration = 1.0
+    max_slice_events: int = Field(default=20_000, ge=1, le=10_000_000)
+    batch_size: int = Field(default=500, ge=1, le=100_000)
 
     @field_validator("base_url")
     @classmethod
@@ -104,6 +127,14 @@ class DcRestSettings(PluginSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("base_url must start with https:// or http://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _slices_fit(self) -> DcRestSettings:
+        if not 0.001 <= self.min_slice <= self.slice:
+            raise ValueError("need 1ms <= min_slice <= slice")
+        if self.max_slice_events < self.limit:
+            raise ValueError("max_slice_events must be at least limit")
+        return self
 
     @property
     def instance_name(self) -> str:
@@ -118,10 +149,75 @@ class DcRestSettings(PluginSettings):
 
 @dataclass(slots=True)
 class Cycle:
-    """Where one poll cycle stands; serialized into every page's checkpoint.
+    """Where one poll cycle stands; serialized into every batch's checkpoint.
 
-    The cycle reads [``lower``, ``to``] newest first as a series of queries
-    [``floor``, ``upper``]; normally one, more after a poison page narrowed it.
+    Everything before ``resume`` has been delivered; the slices from
+    ``resume`` to ``to`` are left. ``newest`` is the newest event delivered.
+    """
+
+    resume: datetime
+    to: datetime
+    newest: datetime | None = None
+    completed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lower": _iso(self.resume),
+            "to": _iso(self.to),
+            "newest": _iso(self.newest) if self.newest else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cycle:
+        """Read a cycle; a version 1 cycle (newest-first, with a cursor) is
+        read again from its start, which repeats events but loses none.
+        """
+        return cls(
+            resume=_parse(data["lower"]),
+            to=_parse(data["to"]),
+            newest=_parse(data["newest"]) if data.get("newest") else None,
+        )
+
+
+@dataclass(slots=True)
+class SliceWalk:
+    """The slices of a cycle, oldest first; a split slice comes back as halves."""
+
+    start: datetime
+    to: datetime
+    span: timedelta
+    min_span: timedelta
+    pending: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+    def take(self) -> tuple[datetime, datetime] | None:
+        """The next slice [lower, upper], or None when the cycle is walked."""
+        if self.pending:
+            return self.pending.pop()
+        if self.start >= self.to:
+            return None
+        upper = min(self.start + self.span, self.to)
+        lower, self.start = self.start, upper
+        return lower, upper
+
+    def split(self, lower: datetime, upper: datetime) -> bool:
+        """Walk [lower, upper] again as two halves; False when too narrow."""
+        middle = _floor_ms(lower + (upper - lower) / 2)
+        if upper - lower <= self.min_span or middle <= lower:
+            return False
+        self.pending += [(middle, upper), (lower, middle)]
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return not self.pending and self.start >= self.to
+
+
+@dataclass(slots=True)
+class SliceRead:
+    """Where the reading of one slice [``lower``, ``to``] stands.
+
+    The slice is read newest first as a series of queries [``floor``,
+    ``upper``]; normally one, more after a poison page narrowed it.
     """
 
     lower: datetime
@@ -133,42 +229,22 @@ class Cycle:
     oldest: datetime | None = None
     step: timedelta | None = None
     page: int = 0
-    completed: bool = False
+    filtered: int = 0
+    auth_failed: bool = False
     boundary_ids: set[str] = field(default_factory=set)
     seen_cursors: set[str] = field(default_factory=set)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "lower": _iso(self.lower),
-            "to": _iso(self.to),
-            "upper": _iso(self.upper),
-            "floor": _iso(self.floor),
-            "cursor": self.cursor,
-            "newest": _iso(self.newest) if self.newest else None,
-            "oldest": _iso(self.oldest) if self.oldest else None,
-            "step_ms": _ms(self.step) if self.step else None,
-        }
+    top_ids: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Cycle:
-        cursor = data.get("cursor")
-        return cls(
-            lower=_parse(data["lower"]),
-            to=_parse(data["to"]),
-            upper=_parse(data["upper"]),
-            floor=_parse(data["floor"]),
-            cursor=cursor if isinstance(cursor, str) else None,
-            newest=_parse(data["newest"]) if data.get("newest") else None,
-            oldest=_parse(data["oldest"]) if data.get("oldest") else None,
-            step=_step(data.get("step_ms")),
-        )
+    def over(cls, lower: datetime, upper: datetime) -> SliceRead:
+        return cls(lower=lower, to=upper, upper=upper, floor=lower)
 
     def next_query(self, upper: datetime) -> bool:
         """Move on to the part older than ``upper``; False when none is left.
 
-        After a poison page the window is read in steps: a step that worked
-        is doubled for the next query, so the cycle regains full speed in a
-        few queries instead of failing again on the whole remaining window.
+        After a poison page the slice is read in steps: a step that worked
+        is doubled for the next query, so reading regains full speed in a
+        few queries instead of failing again on the whole remaining slice.
         """
         self.cursor = None
         self.seen_cursors.clear()
@@ -202,15 +278,26 @@ class CycleCounts:
     rejected: int = 0
     filtered: int = 0
     skipped_pages: int = 0
+    slices: int = 0
+    splits: int = 0
 
 
 @dataclass(slots=True)
 class PageOutcome:
-    """One read page, turned into audit events."""
+    """One read page, turned into audit events (newest first)."""
 
     events: list[AuditEvent]
     rejected: int
     done: bool
+
+
+@dataclass(slots=True)
+class Gathered:
+    """A slice's events as read; ``overflow`` when it held too many to keep."""
+
+    events: list[AuditEvent] = field(default_factory=list)
+    rejected: int = 0
+    overflow: bool = False
 
 
 class DcRestSource:
@@ -232,6 +319,11 @@ class DcRestSource:
         self._clock: Clock = clock or SystemClock()
         self._rng = rng
         self._metrics = PollMetrics(metrics, self.name)
+        self._splits = metrics.counter(
+            "bbaudit_source_slice_splits_total",
+            "Time slices read again as two halves because they held too many events.",
+            ["source"],
+        ).labels(self.name)
         self._client = _client(settings, transport)
         self._policy = RetryPolicy(
             attempts=settings.max_page_retries, cap_s=settings.backoff_cap
@@ -243,10 +335,11 @@ class DcRestSource:
     async def batches(
         self, checkpoint: Any | None, *, follow: bool
     ) -> AsyncIterator[SourceBatch]:
-        """Yield one batch per page; the last batch of a cycle moves ``last_ts``.
+        """Yield batches oldest first; the last batch of a cycle moves ``last_ts``.
 
-        A checkpoint taken mid-cycle resumes that cycle at its cursor. Without
-        ``follow``, a resumed cycle is finished and then one fresh cycle is read.
+        A checkpoint taken mid-cycle resumes that cycle at the start of the
+        slice it was in. Without ``follow``, a resumed cycle is finished and
+        then one fresh cycle is read.
         """
         last_ts, cycle = _load_checkpoint(checkpoint, self.name)
         resumed = cycle is not None
@@ -254,7 +347,7 @@ class DcRestSource:
             if cycle is None:
                 cycle = self._new_cycle(last_ts, follow=follow)
             if cycle is None and not follow:
-                yield self._batch([], last_ts, None, caught_up=True)
+                yield self._batch([], self._checkpoint(last_ts, None), caught_up=True)
                 return
             if cycle is not None:
                 async for batch in self._run_cycle(cycle, last_ts, follow=follow):
@@ -281,47 +374,185 @@ class DcRestSource:
         lower = _floor_ms(lower)
         if lower >= to:
             return None
-        # TODO: read a long first window in bounded slices (a day each),
-        # matters when lookback is weeks and the server times out on it.
-        return Cycle(lower=lower, to=to, upper=to, floor=lower)
+        return Cycle(resume=lower, to=to)
 
     async def _run_cycle(
         self, cycle: Cycle, last_ts: datetime | None, *, follow: bool
     ) -> AsyncIterator[SourceBatch]:
+        """Read the cycle's slices oldest first; each slice is delivered sorted."""
         started = time.monotonic()
         counts = CycleCounts()
-        while True:
-            outcome = await self._read_page(cycle, counts, follow=follow)
-            if outcome is None:
+        walk = SliceWalk(
+            cycle.resume,
+            cycle.to,
+            timedelta(seconds=self.settings.slice),
+            timedelta(seconds=self.settings.min_slice),
+        )
+        window_from = cycle.resume
+        carry: set[str] = set()
+        while (bounds := walk.take()) is not None:
+            lower, upper = bounds
+            counts.slices += 1
+            before = self._checkpoint(last_ts, cycle)
+            read = SliceRead.over(lower, upper)
+            gathered = await self._gather(read, counts, follow=follow)
+            if read.auth_failed:
                 # Authentication failed and we are not following: end the pass
                 # without moving the checkpoint.
                 yield SourceBatch(source=self.name, events=[], caught_up=True)
                 return
-            counts.fetched += len(outcome.events)
-            counts.rejected += outcome.rejected
-            if outcome.done:
-                break
-            yield self._batch(outcome.events, last_ts, cycle, rejected=outcome.rejected)
+            if gathered.overflow and walk.split(lower, upper):
+                self._log_split(lower, upper, counts)
+                continue
 
-        cycle.completed = True
-        final_ts = _advance(last_ts, cycle, self.settings.overlap)
-        self._log_cycle(cycle, counts, time.monotonic() - started)
-        yield self._batch(
-            outcome.events, final_ts, None, rejected=outcome.rejected, caught_up=True
+            events: list[AuditEvent] = []
+            if gathered.overflow:
+                read = SliceRead.over(lower, upper)
+                async for batch in self._flood(read, counts, before, carry, follow):
+                    yield batch
+                if read.auth_failed:
+                    yield SourceBatch(source=self.name, events=[], caught_up=True)
+                    return
+                carry = read.top_ids
+            else:
+                events = _ascending(gathered.events, carry)
+                carry = {event.id for event in events if event.time == upper}
+            self._note_slice(cycle, read, events, counts, upper)
+
+            done = walk.finished
+            if done:
+                cycle.completed = True
+                final_ts = _advance(last_ts, cycle, self.settings.overlap)
+                after = self._checkpoint(final_ts, None)
+                self._log_cycle(cycle, window_from, counts, time.monotonic() - started)
+            else:
+                after = self._checkpoint(last_ts, cycle)
+            if events or gathered.rejected or done:
+                for batch in self._deliver(events, gathered, before, after, done):
+                    yield batch
+
+    async def _gather(
+        self, read: SliceRead, counts: CycleCounts, *, follow: bool
+    ) -> Gathered:
+        """Read a slice into memory, stopping once it holds too many events."""
+        gathered = Gathered()
+        async with aclosing(self._pages(read, counts, follow=follow)) as pages:
+            async for page in pages:
+                gathered.events.extend(page.events)
+                gathered.rejected += page.rejected
+                if len(gathered.events) > self.settings.max_slice_events:
+                    gathered.overflow = True
+                    break
+        return gathered
+
+    async def _flood(
+        self,
+        read: SliceRead,
+        counts: CycleCounts,
+        checkpoint: dict[str, Any],
+        carry: set[str],
+        follow: bool,
+    ) -> AsyncIterator[SourceBatch]:
+        """Deliver a slice too full to sort and too narrow to split, as read.
+
+        Each page is reversed, so order holds inside a page but not across
+        pages; every batch keeps the slice's starting checkpoint.
+        """
+        self._metrics.page_error("slice_unordered")
+        logger.warning(
+            "source.slice_unordered",
+            source=self.name,
+            window_from=_iso(read.lower),
+            window_to=_iso(read.to),
+            max_slice_events=self.settings.max_slice_events,
+        )
+        async with aclosing(self._pages(read, counts, follow=follow)) as pages:
+            async for page in pages:
+                events = [e for e in reversed(page.events) if e.id not in carry]
+                read.top_ids.update(e.id for e in events if e.time == read.to)
+                counts.fetched += len(events)
+                counts.rejected += page.rejected
+                yield self._batch(events, checkpoint, rejected=page.rejected)
+
+    async def _pages(
+        self, read: SliceRead, counts: CycleCounts, *, follow: bool
+    ) -> AsyncGenerator[PageOutcome, None]:
+        """Every page of a slice in the order read; stops early and sets
+        ``read.auth_failed`` when authentication failed and not following.
+        """
+        while True:
+            outcome = await self._read_page(read, counts, follow=follow)
+            if outcome is None:
+                read.auth_failed = True
+                return
+            yield outcome
+            if outcome.done:
+                return
+
+    def _note_slice(
+        self,
+        cycle: Cycle,
+        read: SliceRead,
+        events: list[AuditEvent],
+        counts: CycleCounts,
+        upper: datetime,
+    ) -> None:
+        """Move the cycle past a slice that has been read whole."""
+        cycle.resume = upper
+        if read.newest is not None and (
+            cycle.newest is None or read.newest > cycle.newest
+        ):
+            cycle.newest = read.newest
+        counts.fetched += len(events)
+        counts.filtered += read.filtered
+        if read.filtered:
+            self._metrics.filtered.inc(read.filtered)
+
+    def _deliver(
+        self,
+        events: list[AuditEvent],
+        gathered: Gathered,
+        before: dict[str, Any],
+        after: dict[str, Any],
+        done: bool,
+    ) -> Iterator[SourceBatch]:
+        """A read slice as batches; only the last one moves the checkpoint
+        past the slice (and says caught up when it ends the cycle).
+        """
+        size = self.settings.batch_size
+        chunks = [events[i : i + size] for i in range(0, len(events), size)] or [[]]
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            yield self._batch(
+                chunk,
+                after if last else before,
+                rejected=gathered.rejected if last else 0,
+                caught_up=done and last,
+            )
+
+    def _log_split(self, lower: datetime, upper: datetime, counts: CycleCounts) -> None:
+        counts.splits += 1
+        self._splits.inc()
+        logger.info(
+            "source.slice_split",
+            source=self.name,
+            window_from=_iso(lower),
+            window_to=_iso(upper),
+            max_slice_events=self.settings.max_slice_events,
         )
 
     async def _read_page(
-        self, cycle: Cycle, counts: CycleCounts, *, follow: bool
+        self, read: SliceRead, counts: CycleCounts, *, follow: bool
     ) -> PageOutcome | None:
-        """Read the next page of ``cycle``, retrying, narrowing or waiting as needed.
+        """Read the next page of ``read``, retrying, narrowing or waiting as needed.
 
         Returns ``None`` only when authentication failed and ``follow`` is off.
         """
         while True:
-            cycle.page += 1
+            read.page += 1
             try:
-                page = await self._fetch(cycle)
-                outcome = self._take_page(page, cycle, counts)
+                page = await self._fetch(read)
+                outcome = self._take_page(page, read)
             except AuthFailedError as exc:
                 self._log_auth(exc, follow=follow)
                 if not follow:
@@ -329,23 +560,24 @@ class DcRestSource:
                 await self._clock.sleep(self.settings.auth_backoff)
                 continue
             except (PageError, BitbucketAPIError) as exc:
-                if _rejects_cursor(exc) and self._drop_cursor(cycle):
+                if _rejects_cursor(exc) and self._drop_cursor(read):
                     continue
                 counts.skipped_pages += 1
-                if self._skip_page(cycle, exc):
+                if self._skip_page(read, exc):
                     return PageOutcome([], 0, done=True)
                 continue
             counts.pages += 1
+            counts.rejected += outcome.rejected
             return outcome
 
-    async def _fetch(self, cycle: Cycle) -> tuple[list[Any], Mapping[str, Any]]:
+    async def _fetch(self, read: SliceRead) -> tuple[list[Any], Mapping[str, Any]]:
         params: dict[str, str | int] = {
-            "from": _iso(cycle.floor),
-            "to": _iso(cycle.upper),
+            "from": _iso(read.floor),
+            "to": _iso(read.upper),
             "limit": self.settings.limit,
         }
-        if cycle.cursor is not None:
-            params["pageCursor"] = cycle.cursor
+        if read.cursor is not None:
+            params["pageCursor"] = read.cursor
         request = PageRequest(
             EVENTS_PATH,
             params,
@@ -359,8 +591,10 @@ class DcRestSource:
             log(
                 "source.page_failed",
                 source=self.name,
-                page=cycle.page,
-                cursor=cycle.cursor,
+                page=read.page,
+                cursor=read.cursor,
+                window_from=params["from"],
+                window_to=params["to"],
                 reason=error.reason,
                 detail=error.detail,
                 attempt=attempt + 1,
@@ -378,32 +612,33 @@ class DcRestSource:
         )
 
     def _take_page(
-        self,
-        page: tuple[list[Any], Mapping[str, Any]],
-        cycle: Cycle,
-        counts: CycleCounts,
+        self, page: tuple[list[Any], Mapping[str, Any]], read: SliceRead
     ) -> PageOutcome:
-        """Normalize one page's entities and move the cycle past it."""
+        """Normalize one page's entities and move the slice read past it.
+
+        Events newer than the query (a server that ignores ``to``) belong to
+        a later slice or were read already, and are passed over.
+        """
         entities, paging = page
         events: list[AuditEvent] = []
         rejected = 0
         reached_floor = False
         for index, entity in enumerate(entities):
-            event = self._normalize(entity, cycle, index)
+            event = self._normalize(entity, read, index)
             if event is None:
                 rejected += 1
                 continue
-            if event.time < cycle.floor:
+            if event.time < read.floor:
                 reached_floor = True
                 break
-            if self._keep(event, cycle, counts):
+            if event.time <= read.upper and self._keep(event, read):
                 events.append(event)
 
-        if reached_floor or self._is_last(entities, paging, cycle):
-            return PageOutcome(events, rejected, done=not cycle.end_query())
+        if reached_floor or self._is_last(entities, paging, read):
+            return PageOutcome(events, rejected, done=not read.end_query())
         return PageOutcome(events, rejected, done=False)
 
-    def _normalize(self, entity: Any, cycle: Cycle, index: int) -> AuditEvent | None:
+    def _normalize(self, entity: Any, read: SliceRead, index: int) -> AuditEvent | None:
         try:
             return normalize_dc(
                 entity, instance=self.settings.instance_name, source_kind=self.kind
@@ -412,7 +647,10 @@ class DcRestSource:
             error = EventParseError(
                 str(exc)[:200],
                 source=self.name,
-                position=f"page {cycle.page} index {index} cursor {cycle.cursor}",
+                position=(
+                    f"page {read.page} index {index} cursor {read.cursor} "
+                    f"window {_iso(read.floor)}..{_iso(read.upper)}"
+                ),
             )
             logger.error(
                 "source.record_rejected",
@@ -423,21 +661,20 @@ class DcRestSource:
             self._metrics.reject("invalid_record")
             return None
 
-    def _keep(self, event: AuditEvent, cycle: Cycle, counts: CycleCounts) -> bool:
-        """Track the cycle's time bounds; False for repeats and own searches."""
-        if cycle.newest is None or event.time > cycle.newest:
-            cycle.newest = event.time
-        if event.id in cycle.boundary_ids:
+    def _keep(self, event: AuditEvent, read: SliceRead) -> bool:
+        """Track the read's time bounds; False for repeats and own searches."""
+        if read.newest is None or event.time > read.newest:
+            read.newest = event.time
+        if event.id in read.boundary_ids:
             return False
-        if cycle.oldest is None or event.time < cycle.oldest:
-            cycle.oldest = event.time
-            cycle.boundary_ids = {event.id}
-        elif event.time == cycle.oldest:
-            cycle.boundary_ids.add(event.id)
+        if read.oldest is None or event.time < read.oldest:
+            read.oldest = event.time
+            read.boundary_ids = {event.id}
+        elif event.time == read.oldest:
+            read.boundary_ids.add(event.id)
 
         if self._is_own_search(event):
-            counts.filtered += 1
-            self._metrics.filtered.inc()
+            read.filtered += 1
             return False
         return True
 
@@ -448,54 +685,54 @@ class DcRestSource:
         return event.actor.name.casefold() == own.casefold()
 
     def _is_last(
-        self, entities: list[Any], paging: Mapping[str, Any], cycle: Cycle
+        self, entities: list[Any], paging: Mapping[str, Any], read: SliceRead
     ) -> bool:
         if paging.get("lastPage") is True:
             return True
         cursor = _next_cursor(paging)
-        if not entities or cursor is None or cursor in cycle.seen_cursors:
+        if not entities or cursor is None or cursor in read.seen_cursors:
             reason = "empty_page" if not entities else "no_cursor"
-            if cursor is not None and cursor in cycle.seen_cursors:
+            if cursor is not None and cursor in read.seen_cursors:
                 reason = "cursor_repeated"
             self._metrics.page_error(reason)
             logger.warning(
                 "source.paging_stopped",
                 source=self.name,
-                page=cycle.page,
+                page=read.page,
                 reason=reason,
                 cursor=cursor,
             )
             return True
-        cycle.seen_cursors.add(cursor)
-        cycle.cursor = cursor
+        read.seen_cursors.add(cursor)
+        read.cursor = cursor
         return False
 
-    def _drop_cursor(self, cycle: Cycle) -> bool:
+    def _drop_cursor(self, read: SliceRead) -> bool:
         """Re-query the unread part by time after the server refused a cursor
-        (e.g. one kept across a restart). The boundary events repeat and are
-        dropped by id. False when that would not move the window down.
+        (e.g. one that expired). The boundary events repeat and are dropped
+        by id. False when that would not move the query down.
         """
-        if cycle.cursor is None or cycle.oldest is None:
+        if read.cursor is None or read.oldest is None:
             return False
-        if cycle.oldest >= cycle.upper:
+        if read.oldest >= read.upper:
             return False
-        logger.warning("source.cursor_rejected", source=self.name, cursor=cycle.cursor)
-        cycle.cursor = None
-        cycle.seen_cursors.clear()
-        cycle.upper = cycle.oldest
+        logger.warning("source.cursor_rejected", source=self.name, cursor=read.cursor)
+        read.cursor = None
+        read.seen_cursors.clear()
+        read.upper = read.oldest
         return True
 
-    def _skip_page(self, cycle: Cycle, error: Exception) -> bool:
+    def _skip_page(self, read: SliceRead, error: Exception) -> bool:
         """Narrow the query past a page that failed every retry.
 
-        Halves the unread window towards its newest part; once it is narrower
-        than ``min_gap`` the window is given up. Returns True when the cycle
-        has nothing left to read.
+        Halves the unread part of the slice towards its newest end; once it
+        is narrower than ``min_gap`` it is given up. Returns True when the
+        slice has nothing left to read.
         """
-        upper = cycle.upper
-        if cycle.cursor is not None and cycle.oldest is not None:
-            upper = min(cycle.oldest, cycle.upper)
-        width = upper - cycle.floor
+        upper = read.upper
+        if read.cursor is not None and read.oldest is not None:
+            upper = min(read.oldest, read.upper)
+        width = upper - read.floor
         self._metrics.pages_skipped.inc()
         reason = (
             getattr(error, "reason", None) or f"http_{getattr(error, 'status', '')}"
@@ -503,29 +740,29 @@ class DcRestSource:
         logger.error(
             "source.page_skipped",
             source=self.name,
-            page=cycle.page,
-            window_from=_iso(cycle.floor),
+            page=read.page,
+            window_from=_iso(read.floor),
             window_to=_iso(upper),
-            cursor=cycle.cursor,
+            cursor=read.cursor,
             reason=reason,
         )
 
         if width.total_seconds() > self.settings.min_gap:
-            cycle.cursor = None
-            cycle.seen_cursors.clear()
-            cycle.upper = upper
-            cycle.step = width / 2
-            cycle.floor = _floor_ms(upper - cycle.step)
+            read.cursor = None
+            read.seen_cursors.clear()
+            read.upper = upper
+            read.step = width / 2
+            read.floor = _floor_ms(upper - read.step)
             return False
 
         self._metrics.gap_seconds.inc(max(width.total_seconds(), 0.001))
         logger.error(
             "source.window_skipped",
             source=self.name,
-            gap_from=_iso(cycle.floor),
+            gap_from=_iso(read.floor),
             gap_to=_iso(upper),
         )
-        return not cycle.next_query(cycle.floor - _ONE_MS)
+        return not read.next_query(read.floor - _ONE_MS)
 
     def _log_auth(self, error: AuthFailedError, *, follow: bool) -> None:
         self._metrics.page_error(f"http_{error.status}")
@@ -537,20 +774,24 @@ class DcRestSource:
             retry_in_s=self.settings.auth_backoff if follow else None,
         )
 
+    def _checkpoint(
+        self, last_ts: datetime | None, cycle: Cycle | None
+    ) -> dict[str, Any]:
+        """Where a restart resumes: ``last_ts`` and the unread part of a cycle."""
+        return {
+            "v": CHECKPOINT_VERSION,
+            "last_ts": _iso(last_ts) if last_ts else None,
+            "cycle": cycle.to_json() if cycle else None,
+        }
+
     def _batch(
         self,
         events: list[AuditEvent],
-        last_ts: datetime | None,
-        cycle: Cycle | None,
+        checkpoint: dict[str, Any],
         *,
         rejected: int = 0,
         caught_up: bool = False,
     ) -> SourceBatch:
-        checkpoint = {
-            "v": 1,
-            "last_ts": _iso(last_ts) if last_ts else None,
-            "cycle": cycle.to_json() if cycle else None,
-        }
         return SourceBatch(
             source=self.name,
             events=events,
@@ -559,7 +800,13 @@ class DcRestSource:
             caught_up=caught_up,
         )
 
-    def _log_cycle(self, cycle: Cycle, counts: CycleCounts, duration: float) -> None:
+    def _log_cycle(
+        self,
+        cycle: Cycle,
+        window_from: datetime,
+        counts: CycleCounts,
+        duration: float,
+    ) -> None:
         now = self._clock.now()
         self._metrics.duration.observe(duration)
         self._metrics.last_success.set(now.timestamp())
@@ -572,9 +819,11 @@ class DcRestSource:
             rejected=counts.rejected,
             filtered=counts.filtered,
             skipped_pages=counts.skipped_pages,
+            slices=counts.slices,
+            splits=counts.splits,
             lag_s=None if lag is None else round(lag, 3),
             duration_s=round(duration, 3),
-            window_from=_iso(cycle.lower),
+            window_from=_iso(window_from),
             window_to=_iso(cycle.to),
         )
 
@@ -628,6 +877,20 @@ def _rejects_cursor(error: Exception) -> bool:
     return isinstance(status, int) and status in (400, 404, 422)
 
 
+def _ascending(events: list[AuditEvent], skip: set[str]) -> list[AuditEvent]:
+    """A slice's events oldest first, each once, less those in ``skip``.
+
+    They were read newest first, and within one millisecond in reverse server
+    order; reversing before a stable sort by time keeps the server's own
+    order as the tiebreak, so same-millisecond events come out as written.
+    """
+    unique: dict[str, AuditEvent] = {}
+    for event in reversed(events):
+        if event.id not in skip:
+            unique.setdefault(event.id, event)
+    return sorted(unique.values(), key=lambda event: event.time)
+
+
 def _advance(last_ts: datetime | None, cycle: Cycle, overlap_s: float) -> datetime:
     """The next ``last_ts``: the newest event read, but never so old that the
     next window grows without bound on a quiet instance.
@@ -656,16 +919,6 @@ def _load_checkpoint(
         )
         return None, None
     return last_ts, cycle
-
-
-def _ms(span: timedelta) -> int:
-    return int(span.total_seconds() * 1000)
-
-
-def _step(value: Any) -> timedelta | None:
-    if isinstance(value, int) and value > 0:
-        return timedelta(milliseconds=value)
-    return None
 
 
 def _floor_ms(when: datetime) -> datetime:
