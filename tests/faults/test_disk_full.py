@@ -21,18 +21,22 @@ from tests.faults.harness import (
 from tests.faults.proxy import CuttableProxy
 from tests.hec_receiver import HecReceiver
 
-TMPFS_BYTES = 2 * 1024 * 1024
+SPOOL_DISK_BYTES = 2 * 1024 * 1024
+# The file sink's disk must hold the whole rendered log once space is freed.
+SINK_DISK_BYTES = 32 * 1024 * 1024
 # What the filler leaves free: room for a few batches, not for the audit log.
 HEADROOM_BYTES = 24 * 1024
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB tmpfs mounted under the test's directory (skipped if not allowed)."""
+def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted under the test's directory (skipped if not allowed); its
+    size is the test's ``disk_bytes`` parameter, 2 MB by default."""
+    size = getattr(request, "param", SPOOL_DISK_BYTES)
     mount = tmp_path / "small-disk"
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
         capture_output=True,
         check=False,
     )
@@ -60,6 +64,7 @@ def _free_bytes(path: Path) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
+@pytest.mark.parametrize("small_disk", [SINK_DISK_BYTES], indirect=True, ids=["32MB"])
 def test_file_sink_on_a_full_disk(
     bench: FaultBench, small_disk: Path, scale: Scale, report: list[RowResult]
 ) -> None:
@@ -78,7 +83,7 @@ def test_file_sink_on_a_full_disk(
 
     errors = [line for line in bench.log_lines() if "No space left" in line]
     row = bench.result(
-        "disk full under the file sink (2 MB tmpfs)",
+        "disk full under the file sink (tmpfs filled)",
         recover_s,
         f"{len(errors)} log lines name ENOSPC",
     )
