@@ -187,7 +187,10 @@ async def test_crowded_slice_is_split_in_bounded_halves(
     metrics: Metrics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A slice over max_slice_events is read again as halves; none grows past it."""
-    entities = [dc_entity(NOW - timedelta(seconds=n * 0.9), n) for n in range(1000)]
+    entities: list[Any] = [
+        dc_entity(NOW - timedelta(seconds=n * 0.9), n) for n in range(1001)
+    ]
+    entities[501] = {**entities[501], "type": "not an object"}
     source = make_source(DcAuditServer(entities), metrics, max_slice_events=150)
     held = spy_on_slices(source, monkeypatch)
 
@@ -205,6 +208,27 @@ async def test_crowded_slice_is_split_in_bounded_halves(
         splits
     )
     assert not [e for e in logs if e["event"] == "source.slice_unordered"]
+    summary = next(e for e in logs if e["event"] == "poll.completed")
+    assert summary["rejected"] == sum(b.rejected for b in batches) == 1
+    assert summary["fetched"] == 1000 and summary["splits"] == len(splits)
+
+
+async def test_checkpoint_at_cycle_end_finishes_the_cycle(metrics: Metrics) -> None:
+    """A checkpoint whose cycle has nothing left ends it and reads a fresh one."""
+    checkpoint = {
+        "v": 2,
+        "last_ts": "2026-05-19T11:00:00.000Z",
+        "cycle": {
+            "lower": "2026-05-19T11:30:00.000Z",
+            "to": "2026-05-19T11:30:00.000Z",
+        },
+    }
+    source = make_source(DcAuditServer(spread(10)), metrics)
+
+    batches = await collect(source.batches(checkpoint, follow=False))
+
+    assert [b.caught_up for b in batches] == [True, True]
+    assert batches[-1].checkpoint["cycle"] is None
 
 
 async def test_same_second_flood_is_delivered_unsorted_with_warning(

@@ -117,7 +117,7 @@ async def test_dc_source_restarts_from_any_checkpoint_in_order(
     expected = without_own_searches(simulator, world)
     assert set(delivered(batches)) == expected
 
-    step = max(1, len(batches) // 9)
+    step = max(1, len(batches) // 5)
     for cut in range(0, len(batches), step):
         seen: set[str] = set()
         delivered(batches[: cut + 1], seen)

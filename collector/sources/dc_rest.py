@@ -407,7 +407,7 @@ class DcRestSource:
 
             events: list[AuditEvent] = []
             if gathered.overflow:
-                read = SliceRead.over(lower, upper)
+                gathered, read = Gathered(), SliceRead.over(lower, upper)
                 async for batch in self._flood(read, counts, before, carry, follow):
                     yield batch
                 if read.auth_failed:
@@ -417,19 +417,35 @@ class DcRestSource:
             else:
                 events = _ascending(gathered.events, carry)
                 carry = {event.id for event in events if event.time == upper}
-            self._note_slice(cycle, read, events, counts, upper)
+            self._note_slice(cycle, read, events, gathered.rejected, counts, upper)
 
             done = walk.finished
             if done:
-                cycle.completed = True
-                final_ts = _advance(last_ts, cycle, self.settings.overlap)
-                after = self._checkpoint(final_ts, None)
-                self._log_cycle(cycle, window_from, counts, time.monotonic() - started)
+                after = self._close_cycle(cycle, last_ts, window_from, counts, started)
             else:
                 after = self._checkpoint(last_ts, cycle)
             if events or gathered.rejected or done:
                 for batch in self._deliver(events, gathered, before, after, done):
                     yield batch
+
+        if not cycle.completed:
+            # Nothing was left to read (a checkpoint taken at the cycle's end).
+            after = self._close_cycle(cycle, last_ts, window_from, counts, started)
+            yield self._batch([], after, caught_up=True)
+
+    def _close_cycle(
+        self,
+        cycle: Cycle,
+        last_ts: datetime | None,
+        window_from: datetime,
+        counts: CycleCounts,
+        started: float,
+    ) -> dict[str, Any]:
+        """Log a read cycle; the checkpoint that moves ``last_ts`` past it."""
+        cycle.completed = True
+        self._log_cycle(cycle, window_from, counts, time.monotonic() - started)
+        final_ts = _advance(last_ts, cycle, self.settings.overlap)
+        return self._checkpoint(final_ts, None)
 
     async def _gather(
         self, read: SliceRead, counts: CycleCounts, *, follow: bool
@@ -494,6 +510,7 @@ class DcRestSource:
         cycle: Cycle,
         read: SliceRead,
         events: list[AuditEvent],
+        rejected: int,
         counts: CycleCounts,
         upper: datetime,
     ) -> None:
@@ -504,6 +521,7 @@ class DcRestSource:
         ):
             cycle.newest = read.newest
         counts.fetched += len(events)
+        counts.rejected += rejected
         counts.filtered += read.filtered
         if read.filtered:
             self._metrics.filtered.inc(read.filtered)
@@ -567,7 +585,6 @@ class DcRestSource:
                     return PageOutcome([], 0, done=True)
                 continue
             counts.pages += 1
-            counts.rejected += outcome.rejected
             return outcome
 
     async def _fetch(self, read: SliceRead) -> tuple[list[Any], Mapping[str, Any]]:
