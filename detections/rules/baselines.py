@@ -20,7 +20,7 @@ from detections.settings import EngineSettings
 _LIMITS = (
     "Silent during the learning period (per user or global, in event time). "
     "Needs the source IP, which Data Center omits for some system actions; "
-    "activity from the allowlisted zones is not baselined, and the first "
+    "activity from the allowlisted zones is learned but never alerted, and the first "
     "public value a user shows is learned, not alerted; "
     "proxies and NAT hide the real client."
 )
@@ -53,7 +53,7 @@ class _FirstSighting(BaseRule):
         """Fire on a new value once the user's history covers the learning period."""
         if user is None:
             return NO_FINDINGS
-        value = None if self.trusted(event) else self.value(event)
+        value = self.value(event)
         if value is None:
             return NO_FINDINGS
 
@@ -62,7 +62,9 @@ class _FirstSighting(BaseRule):
         # sighting is learned, not alerted.
         had_baseline = state.baselines.observe_key(f"{self.prefix}{user}\x1f", ts)
         known = state.baselines.observe_key(f"{self.prefix}{user}\x1f{value}", ts)
-        if known or not had_baseline:
+        # Sightings from allowlisted zones build the baseline (they show where
+        # the user really is) but never alert.
+        if known or not had_baseline or self.trusted(event):
             return NO_FINDINGS
         if state.first_seen.age(user, ts, scope=self.scope) < self.learning:
             return NO_FINDINGS
