@@ -55,13 +55,15 @@ class FileSink:
             raise SinkClosedError(self.name)
         if self._file is None:
             await self.start()
-        payload = b"".join(
-            orjson.dumps(render(r, self._settings.format)) + b"\n" for r in records
-        )
+        payload = b"".join(orjson.dumps(self._render(r)) + b"\n" for r in records)
         try:
             await asyncio.to_thread(self._write, payload)
         except OSError as exc:
             raise SinkUnavailableError(f"write failed: {exc}", sink=self.name) from exc
+
+    def _render(self, record: Record) -> dict[str, object]:
+        settings = self._settings
+        return render(record, settings.format, original=settings.include_original)
 
     def _write(self, payload: bytes) -> None:
         assert self._file is not None

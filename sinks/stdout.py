@@ -23,6 +23,7 @@ class StdoutSink:
     def __init__(self, settings: StdoutSinkSettings) -> None:
         self.name = settings.name
         self._format = settings.format
+        self._original = settings.include_original
 
     async def start(self) -> None:
         """Nothing to open."""
@@ -31,7 +32,10 @@ class StdoutSink:
         """Write and flush the batch."""
         out = sys.stdout.buffer
         for record in records:
-            out.write(orjson.dumps(render(record, self._format)) + b"\n")
+            out.write(
+                orjson.dumps(render(record, self._format, original=self._original))
+                + b"\n"
+            )
         out.flush()
 
     async def aclose(self) -> None:
