@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,7 +41,8 @@ from collector.simulator.world import COLLECTOR_ACCOUNT, World, build_world
 from tests.hec_receiver import HecReceiver
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-BBAUDIT = PROJECT_ROOT / ".venv" / "bin" / "bbaudit"
+# The console script beside the interpreter running the tests (the venv's).
+BBAUDIT = Path(sys.executable).parent / "bbaudit"
 SEARCH_KIND_SUFFIX = "audit.search"
 
 
