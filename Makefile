@@ -39,7 +39,7 @@ unit: install
 
 ## Throughput and memory of the whole pipeline against each sink.
 bench: install infra
-	$(BIN)/python -m bench
+	PYTHONPATH=. $(BIN)/python -m bench
 
 ## The long form of the fault harness.
 faults: install infra

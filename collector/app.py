@@ -90,7 +90,8 @@ def _channel(settings: Any, runtime: Runtime) -> Channel:
     from sinks.delivery import DeliveryChannel
 
     sink = SINKS.get(settings.kind, "sinks").factory(settings, runtime)
-    return DeliveryChannel(sink, settings, runtime.metrics)
+    spool_dir = runtime.state_dir / "spool" / settings.name
+    return DeliveryChannel(sink, settings, runtime.metrics, spool_dir=spool_dir)
 
 
 def _detector(settings: Any, runtime: Runtime) -> Detector | None:

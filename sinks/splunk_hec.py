@@ -213,7 +213,9 @@ class SplunkHecSink:
         if settings.index:
             meta["index"] = settings.index
         meta["fields"] = _indexed_fields(record)
-        meta["event"] = render(record, settings.format)
+        meta["event"] = render(
+            record, settings.format, original=settings.include_original
+        )
         rest = orjson.dumps(meta, default=str)
 
         return b'{"time":' + epoch_decimal(record.time).encode() + b"," + rest[1:]

@@ -154,10 +154,10 @@ class SyslogSink:
         )
         if as_cef:
             return cef.format_record(record)
-        # TODO: a syslog-specific JSON renderer, matters when receivers want
-        # fields that render() leaves out; for now the sink's format decides.
         fmt = "ecs" if self._settings.format == "cef" else self._settings.format
-        document: dict[str, Any] = render(record, fmt)
+        document: dict[str, Any] = render(
+            record, fmt, original=self._settings.include_original
+        )
 
         text = orjson.dumps(document, default=str).decode("utf-8")
         # JSON allows these raw, but some readers (Python's splitlines, JS) take
