@@ -83,12 +83,15 @@ async def consume(
         enable_auto_commit=False,
         max_poll_records=10_000,
     )
-    await consumer.start()
+    # aiokafka's start() can wait forever on a broker that never answers.
+    await asyncio.wait_for(consumer.start(), 30)
     seen: list[tuple[bytes, int, str, int]] = []
     last = time.monotonic()
     try:
         while len(seen) < expected and time.monotonic() - last < idle_s:
-            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            batches = await asyncio.wait_for(
+                consumer.getmany(timeout_ms=500, max_records=10_000), 30
+            )
             for partition, messages in batches.items():
                 for m in messages:
                     document = orjson.loads(m.value)
@@ -104,7 +107,7 @@ async def consume(
                     )
                     last = time.monotonic()
     finally:
-        await consumer.stop()
+        await asyncio.wait_for(consumer.stop(), 30)
     return seen
 
 
@@ -173,9 +176,9 @@ async def test_alerts_go_to_alerts_topic_keyed_by_actor(
         bootstrap_servers=kafka_broker.bootstrap,
         auto_offset_reset="earliest",
     )
-    await consumer.start()
+    await asyncio.wait_for(consumer.start(), 30)
     try:
-        batches = await consumer.getmany(timeout_ms=5000)
+        batches = await asyncio.wait_for(consumer.getmany(timeout_ms=5000), 30)
     finally:
         await consumer.stop()
     messages = [m for ms in batches.values() for m in ms]
