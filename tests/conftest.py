@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from collector.app import load_plugins
 from collector.metrics import Metrics
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+# Copies of the public sample data (see tests/fixtures/shared/NOTICE.md), so the
+# tests run on a clean clone with nothing beside it.
+SHARED_DATA = PROJECT_ROOT / "tests" / "fixtures" / "shared"
 SAMPLES = SHARED_DATA / "bitbucket"
 
 load_plugins()
@@ -20,3 +25,15 @@ load_plugins()
 def metrics() -> Metrics:
     """A fresh metrics registry per test."""
     return Metrics()
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """Each test starts and ends with structlog's and logging's defaults, so a
+    test that configures logging onto a captured stream cannot break the next."""
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if not isinstance(handler, logging.NullHandler):
+            root.removeHandler(handler)

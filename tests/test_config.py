@@ -69,7 +69,7 @@ def test_errors_name_the_exact_path(tmp_path: Path, text: str, path: str) -> Non
 
 def test_unknown_kind_lists_the_known_ones() -> None:
     """A typo in a kind says which kinds exist."""
-    with pytest.raises(UnknownPluginError, match="known: .*file"):
+    with pytest.raises(UnknownPluginError, match=r"known: .*file"):
         parse_config({"sinks": [{"kind": "fiel", "path": "x"}]})
 
 

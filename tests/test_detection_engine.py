@@ -15,9 +15,10 @@ from collector.state import StateStore
 from detections.engine import DetectionEngine
 from detections.settings import EngineSettings
 from detections.state import SlidingWindows
+from tests.conftest import SAMPLES
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "bitbucket"
+FIXTURES = SAMPLES
 
 
 def _clone(i: int, repo: str, *, seconds: int | None = None) -> AuditEvent:

@@ -26,7 +26,9 @@ def _rest_entity(**overrides: Any) -> dict[str, Any]:
         "author": {"name": "jdoe", "type": "NORMAL", "id": "42"},
         "type": {
             "action": "Global permission granted",
-            "actionI18nKey": "bitbucket.service.user.audit.action.globalpermissiongranted",
+            "actionI18nKey": (
+                "bitbucket.service.user.audit.action.globalpermissiongranted"
+            ),
             "category": "Permissions",
         },
         "affectedObjects": [{"name": "jdoe", "type": "USER", "id": "42"}],

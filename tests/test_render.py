@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,8 +11,9 @@ import pytest
 from collector.model import Alert, AuditEvent
 from collector.normalize.dc import normalize_dc
 from sinks.render import render
+from tests.conftest import SAMPLES
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bitbucket"
+DATA = SAMPLES
 ECS_CATEGORIES = {
     "api", "authentication", "configuration", "database", "driver", "email", "file",
     "host", "iam", "intrusion_detection", "library", "malware", "network", "package",

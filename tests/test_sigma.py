@@ -17,8 +17,9 @@ from detections.sigma import (
     load_sigma,
     load_sigma_file,
 )
+from tests.conftest import SHARED_DATA
 
-SHARED_SIGMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sigma"
+SHARED_SIGMA = SHARED_DATA / "sigma"
 
 _RULE = """
 title: Test rule

@@ -22,10 +22,11 @@ from collector.simulator.__main__ import main as cli_main
 from collector.simulator.faults import Faults
 from collector.simulator.files import iter_access_lines
 from collector.simulator.server import SimClock, SimulatorServer
+from tests.conftest import SHARED_DATA
 
 END = datetime(2025, 6, 4, 15, 0, tzinfo=UTC)
 EVENTS = "/rest/auditing/1.0/events"
-SIGMA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sigma"
+SIGMA_DIR = SHARED_DATA / "sigma"
 
 
 @pytest.fixture(scope="module")
