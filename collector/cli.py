@@ -92,10 +92,8 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
 
 
 def _configure_logs(level: str = "info", fmt: str = "json") -> None:
-    try:
-        from collector.logs import configure_logging
-    except ModuleNotFoundError:  # TODO: remove once collector.logs has landed
-        return
+    from collector.logs import configure_logging
+
     configure_logging(level=level, fmt=fmt)
 
 
