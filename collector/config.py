@@ -25,6 +25,7 @@ from collector.settings_types import ByteSize, Duration, PluginSettings, StrictM
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MAX_CONFIG_BYTES = 1024 * 1024
 _MAX_SECRET_FILE_BYTES = 64 * 1024
+_MAX_CONFIG_NODES = 100_000
 # Keys whose values are secrets even when written inline; registered so that
 # no log line can carry them.
 _SECRET_KEYS = re.compile(r"(token|password|secret|api_key|key_passphrase|hmac_key)$")
@@ -81,6 +82,7 @@ def load_config(path: Path) -> AppSettings:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise ConfigError("", f"{path} is not valid YAML ({where})") from exc
+    _refuse_alias_bombs(data)
 
     return parse_config(data if data is not None else {}, base_dir=path.parent)
 
@@ -89,6 +91,7 @@ def parse_config(data: Any, *, base_dir: Path | None = None) -> AppSettings:
     """Validate an already-parsed mapping (the config file's content)."""
     if not isinstance(data, Mapping):
         raise ConfigError("", "the config must be a mapping at the top level")
+    _refuse_alias_bombs(data)
     expanded = _expand(data, "", base_dir or Path("."))
 
     try:
@@ -110,6 +113,28 @@ def parse_config(data: Any, *, base_dir: Path | None = None) -> AppSettings:
             "detections": detections,
         }
     )
+
+
+def _refuse_alias_bombs(data: Any) -> None:
+    """Refuse a document that expands to more than ``_MAX_CONFIG_NODES`` values.
+
+    YAML aliases share one object between many places, so a 1 kB file can
+    expand to billions of values ("billion laughs") that every later walk
+    would visit. Counting visits with an early exit costs at most the limit.
+    """
+    pending = [data]
+    visited = 0
+    while pending:
+        item = pending.pop()
+        visited += 1
+        if visited > _MAX_CONFIG_NODES:
+            raise ConfigError(
+                "", "the config expands to too many values (YAML aliases?)"
+            )
+        if isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 def _plugin_list(registry: Registry[Any], items: list[Any], key: str) -> list[Any]:

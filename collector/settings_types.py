@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Ten years: longer than any retention, lookback or timeout can mean; a larger
+# value is a typo and would overflow datetime arithmetic.
+MAX_DURATION_S = 3650 * 86400.0
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1,
@@ -32,8 +36,10 @@ def parse_duration(value: Any) -> float:
         if not match:
             raise ValueError("expected a duration such as 30s, 9m or 24h")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("a duration must be a finite, non-negative number")
+    if seconds > MAX_DURATION_S:
+        raise ValueError("a duration cannot exceed 3650 days")
     return seconds
 
 
@@ -64,7 +70,11 @@ class StrictModel(BaseModel):
 
 
 class PluginSettings(StrictModel):
-    """What every source, enricher and sink entry has: its kind and a name."""
+    """What every source, enricher and sink entry has: its kind and a name.
 
-    kind: str
-    name: str = ""
+    The name becomes a metric label, a state key and a field of log lines, so
+    it is short and made of plain characters.
+    """
+
+    kind: str = Field(max_length=64)
+    name: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
