@@ -22,7 +22,7 @@ from prometheus_client import (
 
 # Without this every counter also exports a *_created series, doubling the
 # number of series a scrape returns for no use of ours.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
