@@ -13,7 +13,13 @@ from typing import Any
 
 import structlog
 
-from bench.pipeline_bench import Result, file_writer, run_forwarder, run_pipeline
+from bench.pipeline_bench import (
+    PROFILES,
+    Result,
+    file_writer,
+    run_forwarder,
+    run_pipeline,
+)
 from collector.plugins import Runtime
 
 SINKS = ("file", "kafka")
@@ -24,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--sinks", default=",".join(SINKS))
+    parser.add_argument(
+        "--data",
+        choices=PROFILES,
+        default="pool",
+        help="pool: a few hundred users and addresses; random: every address new",
+    )
     args = parser.parse_args(argv)
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR)
@@ -37,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
             # TODO: HEC and syslog drivers, matters when comparing those sinks
             print(f"sink {sink}: no bench driver, skipped", file=sys.stderr)
             continue
-        results.append(asyncio.run(runner(args.events)))
+        results.append(asyncio.run(runner(args.events, args.data)))
     report(results)
     return 0
 
 
-async def bench_file(events: int) -> tuple[Result, Result]:
+async def bench_file(events: int, data: str) -> tuple[Result, Result]:
     """The file sink (fsync per batch) against an fsyncing line writer."""
     from sinks.delivery import DeliveryChannel
     from sinks.file import FileSink, FileSinkSettings
@@ -58,14 +70,14 @@ async def bench_file(events: int) -> tuple[Result, Result]:
                 spool_dir=runtime.state_dir / "spool" / "file",
             )  # fmt: skip
 
-        full = await run_pipeline("file", events, channel)
+        full = await run_pipeline("file", events, channel, data)
         minimal = await run_forwarder(
-            "file", events, file_writer(Path(tmp) / "min.jsonl")
+            "file", events, file_writer(Path(tmp) / "min.jsonl"), data
         )
     return full, minimal
 
 
-async def bench_kafka(events: int) -> tuple[Result, Result]:
+async def bench_kafka(events: int, data: str) -> tuple[Result, Result]:
     """The Kafka sink against a bare producer, both to a tansu started here."""
     from aiokafka import AIOKafkaProducer
 
@@ -92,7 +104,7 @@ async def bench_kafka(events: int) -> tuple[Result, Result]:
                     spool_dir=runtime.state_dir / "spool" / "kafka",
                 )  # fmt: skip
 
-            full = await run_pipeline("kafka", events, channel)
+            full = await run_pipeline("kafka", events, channel, data)
             producer = AIOKafkaProducer(**producer_options(settings))
             await producer.start()
 
@@ -104,7 +116,7 @@ async def bench_kafka(events: int) -> tuple[Result, Result]:
                 await asyncio.gather(*futures)
 
             try:
-                minimal = await run_forwarder("kafka", events, write)
+                minimal = await run_forwarder("kafka", events, write, data)
             finally:
                 await producer.stop()
         finally:
