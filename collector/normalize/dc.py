@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -16,13 +16,19 @@ DcShape = Literal["rest", "file"]
 
 _LEGACY_DETAILS = "bitbucket.audit.attribute.legacy.details"
 _MAX_ATTRIBUTE_CHARS = 8192
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FAST_MAX_SECONDS = 253_402_300_800  # 10000-01-01: beyond, the slow path raises
 
 
 def detect_dc_shape(record: Mapping[str, Any]) -> DcShape | None:
     """Tell a REST entity from an audit-file line, or ``None`` if it is neither."""
-    if isinstance(record.get("auditType"), Mapping):
+    audit_type = record.get("auditType")
+    if type(audit_type) is dict or isinstance(audit_type, Mapping):
         return "file"
-    if isinstance(record.get("type"), Mapping) and "timestamp" in record:
+    rest_type = record.get("type")
+    if (type(rest_type) is dict or isinstance(rest_type, Mapping)) and (
+        "timestamp" in record
+    ):
         return "rest"
     return None
 
@@ -34,7 +40,7 @@ def normalize_dc(
 
     Raises ``ValueError`` when the record has no usable time or type block.
     """
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, Mapping):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     shape = detect_dc_shape(record)
     if shape is None:
@@ -71,6 +77,8 @@ def normalize_dc(
 
 def _text(value: Any) -> str | None:
     """A string field, with Atlassian's empty strings treated as absent."""
+    if type(value) is str:
+        return value or None
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -82,12 +90,17 @@ def _text(value: Any) -> str | None:
 
 def _parse_time(value: Any) -> tuple[datetime, int]:
     """(UTC time, epoch nanoseconds) from an ISO string or {epochSecond, nano}."""
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         seconds = value.get("epochSecond")
         nano = value.get("nano", 0) or 0
         if not isinstance(seconds, int) or not isinstance(nano, int):
             raise ValueError("timestamp.epochSecond/nano must be integers")
         epoch_ns = seconds * 1_000_000_000 + nano
+        if 0 <= seconds < _FAST_MAX_SECONDS and 0 <= nano < 1_000_000_000:
+            # Same value as fromtimestamp(UTC).replace(), at half the cost.
+            return _EPOCH + timedelta(seconds=seconds, microseconds=nano // 1000), (
+                epoch_ns
+            )
         return datetime.fromtimestamp(seconds, UTC).replace(
             microsecond=nano // 1000
         ), epoch_ns
@@ -108,7 +121,7 @@ def _parse_time(value: Any) -> tuple[datetime, int]:
 
 
 def _actor(author: Any, attributes: Mapping[str, str]) -> Actor:
-    if not isinstance(author, Mapping):
+    if type(author) is not dict and not isinstance(author, Mapping):
         return Actor(kind="unknown")
     name = _text(author.get("name"))
     raw_type = _text(author.get("type"))
@@ -143,7 +156,7 @@ def _targets(value: Any) -> tuple[Target, ...]:
         return ()
     targets = []
     for item in value:
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             continue
         targets.append(
             Target(
@@ -160,7 +173,7 @@ def _changes(value: Any) -> tuple[Change, ...]:
         return ()
     changes = []
     for item in value:
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             continue
         key = _text(item.get("key")) or _text(item.get("i18nKey")) or "unknown"
         changes.append(
@@ -180,7 +193,7 @@ def _attributes(value: Any) -> dict[str, str]:
         return {}
     attributes: dict[str, str] = {}
     for item in value:
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             continue
         name = _text(item.get("name"))
         raw_value = item.get("value")
