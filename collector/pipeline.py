@@ -252,13 +252,17 @@ class Pipeline:
         self.stats.last_batch_at[batch.source] = time.time()
         if batch.caught_up:
             self.stats.caught_up.add(batch.source)
-        for event in events:
-            self.stats.actions[event.action] += 1
-        for alert in alerts:
-            self.stats.alerts += 1
-            self.stats.alerts_by_rule[alert.rule_id] += 1
-            self._metrics.alerts.labels(alert.rule_id).inc()
-            if self._on_alert is not None:
+        self.stats.actions.update(event.action for event in events)
+        if not alerts:
+            return
+        self.stats.alerts += len(alerts)
+        # One labels() lookup per rule and batch, not per alert: it is costly.
+        by_rule = Counter(alert.rule_id for alert in alerts)
+        self.stats.alerts_by_rule.update(by_rule)
+        for rule_id, count in by_rule.items():
+            self._metrics.alerts.labels(rule_id).inc(count)
+        if self._on_alert is not None:
+            for alert in alerts:
                 self._on_alert(alert)
 
     def _count_commit(self, source: str, batches: int) -> None:

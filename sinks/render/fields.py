@@ -99,8 +99,23 @@ def epoch_ms(value: datetime) -> int:
 
 def put(document: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``a.b.c`` in nested dicts, creating the parents."""
-    *parents, last = dotted.split(".")
+    path = _PATHS.get(dotted)
+    if path is None:
+        path = _split(dotted)
+        if len(_PATHS) < _MAX_PATHS:
+            _PATHS[dotted] = path
+    parents, last = path
     node = document
     for name in parents:
         node = node.setdefault(name, {})
     node[last] = value
+
+
+# The dotted names are a small fixed set (renderer tables), split once each.
+_PATHS: dict[str, tuple[tuple[str, ...], str]] = {}
+_MAX_PATHS = 1024
+
+
+def _split(dotted: str) -> tuple[tuple[str, ...], str]:
+    *parents, last = dotted.split(".")
+    return tuple(parents), last
