@@ -197,11 +197,31 @@ class DeliveryChannel:
             self._spool = None
 
     async def _run(self) -> None:
+        errors = Backoff(self.settings.retry_initial, self.settings.retry_max)
         while True:
-            if self._spool is not None and (len(self._spool) or self._held):
-                await self._spool_cycle(self._spool)
-            else:
-                await self._deliver(await self._batcher.next_batch())
+            try:
+                await self._step()
+                errors.reset()
+            except Exception as exc:
+                # A bug or an unexpected disk error must not kill the worker
+                # silently: the pipeline would stall with nothing in the logs.
+                delay = errors.failed()
+                log.exception("sink.worker_error", sink=self.name, delay_s=delay)
+                self._mark_unhealthy(exc)
+                await self._sleep(delay)
+
+    async def _step(self) -> None:
+        spool = self._spool
+        if spool is not None and not len(spool) and self._held is not None:
+            # The spool drained while a batch waited for room in it (the disk
+            # was full): send that batch straight to the sink instead.
+            batch, self._held = self._held, None
+            await self._deliver(batch)
+            return
+        if self._spool is not None and (len(self._spool) or self._held):
+            await self._spool_cycle(self._spool)
+        else:
+            await self._deliver(await self._batcher.next_batch())
 
     async def _deliver(self, batch: Batch) -> None:
         """Send one batch, retrying; spool it once the sink keeps failing."""

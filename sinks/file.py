@@ -43,7 +43,8 @@ class FileSink:
         path = self._settings.path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("ab")
+            # Unbuffered: _write must know exactly which bytes reached the file.
+            self._file = path.open("ab", buffering=0)
         except OSError as exc:
             raise SinkUnavailableError(
                 f"cannot open {path}: {exc}", sink=self.name
@@ -66,11 +67,23 @@ class FileSink:
         return render(record, settings.format, original=settings.include_original)
 
     def _write(self, payload: bytes) -> None:
+        """Append the whole payload or nothing.
+
+        A write that fails part-way (a full disk) is cut back to where the
+        batch began, so the retry cannot leave a torn line in the file.
+        """
         assert self._file is not None
-        self._file.write(payload)
-        self._file.flush()
-        if self._settings.fsync:
-            os.fsync(self._file.fileno())
+        fd = self._file.fileno()
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._settings.fsync:
+                os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
 
     async def aclose(self) -> None:
         """Close the file. Idempotent."""

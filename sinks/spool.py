@@ -71,6 +71,10 @@ class DiskSpool:
             " FROM batches"
         ).fetchone()
         self.batches, self.records, self.bytes = int(row[0]), int(row[1]), int(row[2])
+        # Batches delivered whose rows could not be deleted yet (a full disk
+        # refuses even the journal of a DELETE): every seq up to this one is
+        # skipped by head() and deleted once the disk lets us.
+        self._delivered_up_to = 0
 
     def __len__(self) -> int:
         return self.batches
@@ -109,7 +113,9 @@ class DiskSpool:
         """
         with self._lock:
             row = self._db.execute(
-                "SELECT seq, payload, bytes FROM batches ORDER BY seq LIMIT 1"
+                "SELECT seq, payload, bytes FROM batches WHERE seq > ?"
+                " ORDER BY seq LIMIT 1",
+                (self._delivered_up_to,),
             ).fetchone()
         if row is None:
             return None
@@ -128,16 +134,28 @@ class DiskSpool:
         return SpooledBatch(int(row[0]), records, int(row[2]))
 
     def remove(self, batch: SpooledBatch) -> None:
-        """Drop the batch once its sink has taken it."""
+        """Drop the batch once its sink has taken it.
+
+        When the disk is too full to delete, the batch is only marked as
+        delivered (head() moves past it) and its row is deleted by a later
+        call; a restart before that sends it again (at-least-once).
+        """
         with self._lock:
-            cursor = self._db.execute(
-                "DELETE FROM batches WHERE seq = ? RETURNING records", (batch.seq,)
-            )
-            row = cursor.fetchone()
-            if row is not None:
-                self.batches -= 1
-                self.records -= int(row[0])
-                self.bytes -= batch.bytes
+            self._delivered_up_to = max(self._delivered_up_to, batch.seq)
+            self.batches -= 1
+            self.records -= len(batch.records)
+            self.bytes -= batch.bytes
+            try:
+                self._db.execute(
+                    "DELETE FROM batches WHERE seq <= ?", (self._delivered_up_to,)
+                )
+            except sqlite3.Error as exc:
+                log.warning(
+                    "spool.remove_deferred",
+                    sink=self.sink,
+                    batch=batch.seq,
+                    reason=str(exc)[:200],
+                )
 
     def close(self) -> None:
         """Close the file. Idempotent."""

@@ -712,14 +712,20 @@ class DcRestSource:
             if cursor is not None and cursor in read.seen_cursors:
                 reason = "cursor_repeated"
             self._metrics.page_error(reason)
+            # Broken paging (a cursor loop, a missing cursor, an empty page
+            # that is not the last) must not end the slice with older pages
+            # unread: re-query the unread part by time instead, and stop only
+            # when that cannot move the query down any more.
+            requery = self._requery_by_time(read)
             logger.warning(
                 "source.paging_stopped",
                 source=self.name,
                 page=read.page,
                 reason=reason,
                 cursor=cursor,
+                requeried=requery,
             )
-            return True
+            return not requery
         read.seen_cursors.add(cursor)
         read.cursor = cursor
         return False
@@ -729,11 +735,22 @@ class DcRestSource:
         (e.g. one that expired). The boundary events repeat and are dropped
         by id. False when that would not move the query down.
         """
-        if read.cursor is None or read.oldest is None:
+        if read.cursor is None:
             return False
-        if read.oldest >= read.upper:
+        cursor = read.cursor
+        if not self._requery_by_time(read):
             return False
-        logger.warning("source.cursor_rejected", source=self.name, cursor=read.cursor)
+        logger.warning("source.cursor_rejected", source=self.name, cursor=cursor)
+        return True
+
+    def _requery_by_time(self, read: SliceRead) -> bool:
+        """Continue the slice with ``to`` = the oldest event read so far.
+
+        ``to`` strictly decreases each time, so this always ends. False when
+        nothing was read yet or the oldest event is at the upper bound.
+        """
+        if read.oldest is None or read.oldest >= read.upper:
+            return False
         read.cursor = None
         read.seen_cursors.clear()
         read.upper = read.oldest

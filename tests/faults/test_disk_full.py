@@ -91,20 +91,9 @@ def test_file_sink_on_a_full_disk(
     assert errors, "a full disk must be reported in the log"
     assert_row(bench, row)
     assert bench.sink is not None
-    if bench.sink.corrupt_lines():
-        # TODO: drop once sinks/file.py truncates a failed write back to the
-        # size before it, matters when the sink's disk fills mid-batch.
-        pytest.xfail(
-            "sinks/file.py leaves the torn part of a batch that hit ENOSPC in the"
-            " file; the retry appends the whole batch after it (one corrupt line)"
-        )
+    assert not bench.sink.corrupt_lines(), "a failed write left a torn line"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="collector/app.py builds DeliveryChannel without spool_dir, so the"
-    " running service never spools (sinks.delivery supports it)",
-)
 def test_spool_on_a_full_disk(
     bench: FaultBench,
     receiver: HecReceiver,

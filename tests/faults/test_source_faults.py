@@ -73,13 +73,6 @@ def test_source_fault(
     report.append(row)
     assert alive
     assert_row(bench, row)
-    if fault.faults.cursor_loop and row.unserved:
-        # TODO: drop once the DC source stops treating a repeated cursor as the
-        # last page, matters when Bitbucket repeats a cursor mid-query.
-        pytest.xfail(
-            "collector/sources/dc_rest.py ends the cycle on a repeated cursor and"
-            " moves last_ts past the pages it never read"
-        )
     assert row.unserved == 0
     assert recover_s is not None, "not caught up once the fault ended"
 
