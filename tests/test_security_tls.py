@@ -82,6 +82,7 @@ class TlsServer:
                 self.handshakes += 1
                 data = conn.recv(65536)
                 if data[:4] in (b"GET ", b"POST"):
+                    _read_request(conn, data)
                     conn.sendall(
                         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
@@ -97,6 +98,27 @@ class TlsServer:
     def close(self) -> None:
         """Stop accepting."""
         self._listener.close()
+
+
+def _read_request(conn: ssl.SSLSocket, data: bytes) -> None:
+    """Read the rest of an HTTP request, so that answering and closing does not
+    reset a client that is still sending its body."""
+    while b"\r\n\r\n" not in data:
+        more = conn.recv(65536)
+        if not more:
+            return
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip() or 0)
+    while len(body) < length:
+        more = conn.recv(65536)
+        if not more:
+            return
+        body += more
 
 
 def server_context(pair: CertPair, *, legacy: bool = False) -> ssl.SSLContext:
