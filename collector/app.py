@@ -149,8 +149,13 @@ async def run_service(
     on_alert: Callable[[Alert], None] | None = None,
     metrics: Metrics | None = None,
     extra_sources: Callable[[Runtime], list[Source]] | None = None,
+    gc_tuning: bool = False,
 ) -> PipelineStats:
-    """Run the pipeline until SIGTERM/SIGINT (``follow``) or until caught up."""
+    """Run the pipeline until SIGTERM/SIGINT (``follow``) or until caught up.
+
+    ``gc_tuning`` freezes what start-up loaded (see ``tune_gc``); only for a
+    process that runs the service once, as the CLI does.
+    """
     service = build_service(
         settings, metrics=metrics, on_alert=on_alert, extra_sources=extra_sources
     )
@@ -158,7 +163,8 @@ async def run_service(
     _install_signal_handlers(pipeline)
     health = await _start_health(settings, service)
     await start_enrichers(service.enrichers)
-    tune_gc()
+    if gc_tuning:
+        tune_gc()
     try:
         return await pipeline.run(follow=follow)
     finally:

@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = _load(args.config)
     _configure_logs(settings.log.level, settings.log.format)
-    asyncio.run(run_service(settings, follow=not args.once))
+    asyncio.run(run_service(settings, follow=not args.once, gc_tuning=True))
     return EXIT_OK
 
 

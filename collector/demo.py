@@ -45,7 +45,9 @@ def run_demo(args: argparse.Namespace) -> int:
     with SimulatorServer(world, token=token) as simulator:
         print(f"bbaudit demo: simulator on {simulator.base_url}")
         settings = demo_settings(world, simulator.base_url, token, out, inputs, args)
-        stats = asyncio.run(run_service(settings, follow=False, on_alert=alerts.append))
+        stats = asyncio.run(
+            run_service(settings, follow=False, on_alert=alerts.append, gc_tuning=True)
+        )
 
     elapsed = time.monotonic() - started
     _print_summary(stats, alerts, world, out, elapsed)

@@ -72,7 +72,13 @@ def run_replay(args: argparse.Namespace) -> int:
             ]
 
         stats = asyncio.run(
-            run_service(settings, follow=False, metrics=metrics, extra_sources=sources)
+            run_service(
+                settings,
+                follow=False,
+                metrics=metrics,
+                extra_sources=sources,
+                gc_tuning=True,
+            )
         )
 
     elapsed = time.monotonic() - started
