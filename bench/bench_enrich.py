@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from collector.app import tune_gc
 from collector.metrics import Metrics
 from collector.model import Actor, AuditEvent, Target
 from collector.stages import Enricher
@@ -168,6 +169,7 @@ async def main(count: int, users: int, passes: int) -> float:
         enrichers = await build(Path(tmp), users, metrics)
         chain = EnrichmentChain(enrichers, metrics, timeout_s=30.0)
         identity_only = EnrichmentChain(enrichers[:1], metrics, timeout_s=30.0)
+        tune_gc()  # as the service does once its enrichers are loaded
 
         await run_pass(chain, count, users, seed=1)  # warm the caches
         runs = [await run_pass(chain, count, users, seed=2) for _ in range(passes)]

@@ -71,7 +71,8 @@ class GeoIpEnricher:
             if event.source_ip is None:
                 continue
             try:
-                event.context[GEO_KEY] = dict(lookup(event.source_ip))
+                # Shared per address: context values are read-only once set.
+                event.context[GEO_KEY] = lookup(event.source_ip)
             except (maxminddb.InvalidDatabaseError, OSError, ValueError):
                 failed.append(event)
 

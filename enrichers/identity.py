@@ -40,13 +40,16 @@ class DirectoryUser:
     )
 
     def context(self, matched_by: MatchedBy, directory: str) -> dict[str, Any]:
-        """The ``context["identity"]`` value for a match (a fresh dict each call)."""
+        """The ``context["identity"]`` value for a match.
+
+        Built once per user and directory and shared by every event of that
+        user: context values are read-only once set (renderers and rules only
+        read them), and sharing keeps the hot path free of copies.
+        """
         template = self._templates.get((matched_by, directory))
         if template is None:
             template = self._template(matched_by, directory)
-        result = dict(template)
-        result["groups"] = list(self.groups)
-        return result
+        return template
 
     def _template(self, matched_by: MatchedBy, directory: str) -> dict[str, Any]:
         # Built once per user and directory, so a match costs one dict copy.
@@ -62,6 +65,7 @@ class DirectoryUser:
             "manager": self.manager,
             "status": self.status,
             "mfa_enrolled": self.mfa_enrolled,
+            "groups": list(self.groups),
         }
         self._templates[(matched_by, directory)] = template
         return template

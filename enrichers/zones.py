@@ -52,16 +52,17 @@ class ZonesEnricher:
             for name, cidrs in settings.zones.items()
         ]
         self._lookup = lru_cache(maxsize=settings.cache_size)(self._zones_for)
+        self._lists = lru_cache(maxsize=settings.cache_size)(self._zone_list)
 
     async def start(self) -> None:
         """Nothing to load: the zones come with the settings."""
 
     async def enrich(self, events: Sequence[AuditEvent]) -> None:
         """Name the zones of each event's source IP (cached per address)."""
-        lookup = self._lookup
+        lookup = self._lists
         for event in events:
             if event.source_ip is not None:
-                event.context[ZONES_KEY] = list(lookup(event.source_ip))
+                event.context[ZONES_KEY] = lookup(event.source_ip)
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -69,6 +70,11 @@ class ZonesEnricher:
     def zones_of(self, ip: str) -> tuple[str, ...]:
         """The zone names of one address (cached)."""
         return self._lookup(ip)
+
+    def _zone_list(self, ip: str) -> list[str]:
+        # One list per address, shared by its events: context values are
+        # read-only once set.
+        return list(self._lookup(ip))
 
     def _zones_for(self, ip: str) -> tuple[str, ...]:
         address = parse_ip(ip)
