@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--http-port", type=int, default=0, help="metrics/health port (0: any free)"
     )
+    demo.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after catching up, keep /metrics, /healthz, /readyz up this long",
+    )
     demo.set_defaults(handler=_demo)
 
     rules = commands.add_parser("rules", help="detection rules")

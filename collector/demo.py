@@ -6,6 +6,11 @@ loopback (DC auditing API and Atlassian organization events-stream), writes the
 DC access log and a directory export, builds a GeoIP database from the
 simulated networks, runs the real pipeline against all of it with embedded
 defaults, stops when caught up and prints what it saw.
+
+``--hold SECONDS`` keeps ``/metrics``, ``/healthz`` and ``/readyz`` answering
+on the same port for that long after the pipeline caught up, so the final
+counters can be scraped; ``/readyz`` then answers 503 because the pipeline has
+finished.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from collector.app import load_plugins, run_service
 from collector.config import AppSettings, parse_config
+from collector.metrics import Metrics
 from collector.model import Alert
 from collector.pipeline import PipelineStats
 
@@ -41,17 +47,45 @@ def run_demo(args: argparse.Namespace) -> int:
     inputs = _write_inputs(world, out)
 
     alerts: list[Alert] = []
+    metrics = Metrics()
     token = args.token or secrets.token_urlsafe(24)
     with SimulatorServer(world, token=token) as simulator:
         print(f"bbaudit demo: simulator on {simulator.base_url}")
         settings = demo_settings(world, simulator.base_url, token, out, inputs, args)
         stats = asyncio.run(
-            run_service(settings, follow=False, on_alert=alerts.append, gc_tuning=True)
+            run_service(
+                settings,
+                follow=False,
+                on_alert=alerts.append,
+                metrics=metrics,
+                gc_tuning=True,
+            )
         )
 
     elapsed = time.monotonic() - started
     _print_summary(stats, alerts, world, out, elapsed)
+    if args.hold > 0:
+        asyncio.run(_hold(settings, metrics, stats, args.hold))
     return 0
+
+
+async def _hold(
+    settings: AppSettings, metrics: Metrics, stats: PipelineStats, seconds: float
+) -> None:
+    """Serve the finished run's metrics and probes for ``seconds``."""
+    from collector.http_server import HealthServer
+
+    reasons = {"pipeline": "finished", "caught_up": sorted(stats.caught_up)}
+    server = HealthServer(
+        settings.http.host, settings.http.port, metrics, lambda: (False, reasons)
+    )
+    await server.start()
+    url = f"http://{settings.http.host}:{server.port}"
+    print(f"bbaudit demo: holding {url}/metrics for {seconds:g}s", flush=True)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await server.aclose()
 
 
 def _reset(out: Path) -> None:
