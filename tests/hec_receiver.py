@@ -11,14 +11,17 @@ Switches for failure tests: ``busy`` (503 code 9), ``throttle`` (429),
 ``fail_status`` (any status for the next n requests), ``delay`` (seconds per
 request), ``reject_ids`` (envelopes whose ``event.id`` is listed fail with code
 6), ``ack_delay`` (seconds before an ack turns true; ``inf`` never), and
-``stop()``/``start()`` to refuse connections for a while on the same port.
+``stop()``/``start()`` to refuse connections for a while on the same port
+(``stop`` also cuts open keep-alive connections, as a dying server would).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import math
+import socket
 import threading
 import time
 import uuid
@@ -75,6 +78,7 @@ class HecReceiver:
         self.silently_dropped = 0
         self._channels: dict[str, _Channel] = {}
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -104,14 +108,31 @@ class HecReceiver:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop listening: new connections are refused until ``start``."""
+        """Stop listening and cut open connections; refused until ``start``."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            connections, self._connections = set(self._connections), set()
+        for connection in connections:
+            # Handler threads of keep-alive connections outlive serve_forever:
+            # without this a "stopped" receiver would keep indexing on them.
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+
+    def opened(self, connection: socket.socket) -> None:
+        """A handler thread took a connection (cut by ``stop``)."""
+        with self._lock:
+            self._connections.add(connection)
+
+    def closed(self, connection: socket.socket) -> None:
+        """A handler thread is done with a connection."""
+        with self._lock:
+            self._connections.discard(connection)
 
     # ---- request handling (called from handler threads) ----
 
@@ -255,6 +276,14 @@ class HecReceiver:
 class _Handler(BaseHTTPRequestHandler):
     owner: HecReceiver
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.owner.opened(self.connection)
+
+    def finish(self) -> None:
+        self.owner.closed(self.connection)
+        super().finish()
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

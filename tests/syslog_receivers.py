@@ -5,7 +5,9 @@ loopback ports: UDP, plain TCP and TLS (ossl driver, anonymous client auth)
 TCP; rsyslog detects octet-counted framing on its own. Each received message
 is written twice: raw (``%rawmsg%``, one per line) and as rsyslog parsed it
 (``APP-NAME MSGID STRUCTURED-DATA``), so tests can count lines and check that
-rsyslog read our messages as RFC 5424. The PKI (``pki``, one per session) is
+rsyslog read our messages as RFC 5424. ``stop()``/``start()`` stop rsyslogd
+gracefully (SIGTERM: it writes out what it read) and start it again on the
+same ports, for outage tests. The PKI (``pki``, one per session) is
 made with the ``openssl`` CLI: a CA, a server certificate for ``localhost`` and
 127.0.0.1, and a second, unrelated CA. Needs tests/infra/install_rsyslog.sh.
 
@@ -21,8 +23,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -72,6 +75,9 @@ class Rsyslog:
     raw_file: Path
     parsed_file: Path
     pki: Pki
+    work: Path
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _output: IO[bytes] | None = field(default=None, repr=False)
 
     def lines(self) -> list[str]:
         """Raw messages received so far, one per line."""
@@ -90,6 +96,39 @@ class Rsyslog:
                 return lines
             await asyncio.sleep(0.05)
         return self.lines()
+
+    def start(self) -> None:
+        """Start rsyslogd (on the same ports after a ``stop``); wait until ready."""
+        if self._process is not None:
+            return
+        self._output = (self.work / "rsyslogd.out").open("ab")
+        self._process = subprocess.Popen(
+            [
+                RSYSLOGD,
+                "-n",
+                "-f",
+                str(self.work / "rsyslog.conf"),
+                "-i",
+                str(self.work / "rsyslogd.pid"),
+            ],
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_ready(self, self._process, self.work)
+
+    def stop(self) -> None:
+        """Stop rsyslogd gracefully (SIGTERM; killed after 10 s). Idempotent."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        if self._output is not None:
+            self._output.close()
+            self._output = None
 
 
 @pytest.fixture(scope="session")
@@ -118,9 +157,8 @@ def rsyslog(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
     work = tmp_path / "rsyslog"
     work.mkdir()
     udp, tcp, tls = _free_port(socket.SOCK_DGRAM), _free_port(), _free_port()
-    receiver = Rsyslog(udp, tcp, tls, work / "raw.log", work / "parsed.log", pki)
-    config = work / "rsyslog.conf"
-    config.write_text(
+    receiver = Rsyslog(udp, tcp, tls, work / "raw.log", work / "parsed.log", pki, work)
+    (work / "rsyslog.conf").write_text(
         _CONFIG.format(
             work=work,
             ca=pki.ca,
@@ -134,23 +172,11 @@ def rsyslog(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
             tls=tls,
         )
     )
-    log = (work / "rsyslogd.out").open("wb")
-    process = subprocess.Popen(
-        [RSYSLOGD, "-n", "-f", str(config), "-i", str(work / "rsyslogd.pid")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        _wait_ready(receiver, process, work)
+        receiver.start()
         yield receiver
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
+        receiver.stop()
 
 
 def _wait_ready(
@@ -159,6 +185,8 @@ def _wait_ready(
     """Wait for the TCP listeners, then for a UDP probe to be written out."""
     deadline = time.monotonic() + 15
     probe_file = work / "probe.log"
+    # After a restart the file holds earlier probes: wait for it to grow.
+    seen = probe_file.stat().st_size if probe_file.exists() else 0
     probe = b"<14>1 - - probe - - - ready"
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -167,7 +195,7 @@ def _wait_ready(
         if _accepts(receiver.tcp_port) and _accepts(receiver.tls_port):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.sendto(probe, ("127.0.0.1", receiver.udp_port))
-            if probe_file.exists() and probe_file.stat().st_size:
+            if probe_file.exists() and probe_file.stat().st_size > seen:
                 return
         time.sleep(0.05)
     pytest.fail("rsyslogd did not start listening within 15 s")
