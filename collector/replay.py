@@ -99,7 +99,7 @@ class ReplaySource:
         for position, record in self._json_records(path, fmt):
             try:
                 events.append(self._normalize(record))
-            except (ValueError, TypeError, KeyError) as exc:
+            except Exception as exc:  # one bad record must not end the replay
                 self._reject(str(path), position, exc)
             if len(events) >= _BATCH_SIZE:
                 yield SourceBatch(self.name, events, rejected=self._take_rejects())

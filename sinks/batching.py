@@ -30,9 +30,15 @@ def estimate_size(record: Record) -> int:
     """A cheap estimate of the rendered size in bytes (not exact, never 0)."""
     if isinstance(record, Alert):
         return _ALERT_BASE_BYTES + _EVIDENCE_ID_BYTES * len(record.evidence)
-    size = _RENDER_OVERHEAD_BYTES + len(orjson.dumps(record.raw, default=str))
-    if record.context:
-        size += len(orjson.dumps(record.context, default=str))
+    try:
+        size = _RENDER_OVERHEAD_BYTES + len(orjson.dumps(record.raw, default=str))
+        if record.context:
+            size += len(orjson.dumps(record.context, default=str))
+    except TypeError:
+        # Not serializable (e.g. an integer beyond 64 bits): the sink's
+        # rendering will refuse it and the delivery layer drops it with a log
+        # line; the estimate only has to be some number.
+        return _RENDER_OVERHEAD_BYTES * 4
     return size
 
 

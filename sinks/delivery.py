@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import orjson
 import structlog
 
 from collector.metrics import Metrics
@@ -38,6 +39,7 @@ from collector.model import Alert, Record
 from collector.stages import Sink
 from sinks.base import SinkSettings
 from sinks.batching import Ack, Batch, Batcher, Submission
+from sinks.render import render
 from sinks.retry import Backoff
 from sinks.spool import DiskSpool, SpoolFullError
 
@@ -98,6 +100,11 @@ class DeliveryChannel:
 
     def _init_metrics(self, metrics: Metrics) -> None:
         self._written = metrics.records_written
+        self._dropped = metrics.counter(
+            "bbaudit_sink_records_dropped_total",
+            "Records a sink refused for good (logged with their id), by reason.",
+            ["sink", "reason"],
+        )
         self._retries = metrics.counter(
             "bbaudit_sink_retries_total",
             "Sink send attempts that failed and were retried, by error type.",
@@ -355,11 +362,41 @@ class DeliveryChannel:
         # killing the worker and stalling the pipeline.
         except Exception as exc:
             self._retries.labels(self.name, type(exc).__name__).inc()
+            if isinstance(exc, (TypeError, ValueError)) and self._drop_unrenderable(
+                records
+            ):
+                return await self._send(records) if records else None
             return exc
         finally:
             self._send_seconds.labels(self.name).observe(time.perf_counter() - started)
         self._mark_healthy()
         return None
+
+    def _drop_unrenderable(self, records: list[Record]) -> bool:
+        """Remove records this sink's format cannot serialize; True if any.
+
+        One such record (a value no JSON encoder takes) would otherwise fail
+        its batch forever and stop the sink; it is logged with its id, counted
+        and dropped, and the rest of the batch flows on.
+        """
+        fmt = self.settings.format if self.settings.format != "cef" else "ecs"
+        bad: list[int] = []
+        for index, record in enumerate(records):
+            try:
+                orjson.dumps(render(record, fmt))
+            except (TypeError, ValueError) as exc:
+                bad.append(index)
+                log.error(
+                    "sink.record_unrenderable",
+                    sink=self.name,
+                    record_id=record.id,
+                    reason=str(exc)[:200],
+                )
+        for index in reversed(bad):
+            del records[index]
+        if bad:
+            self._dropped.labels(self.name, "unrenderable").inc(len(bad))
+        return bool(bad)
 
     def _complete(self, batch: Batch, *, delivered: bool) -> None:
         """Acknowledge every submission whose last record is in this batch."""

@@ -136,6 +136,10 @@ def test_unknown_action_passes_through_with_its_name() -> None:
         (_rest_entity(timestamp=""), "timestamp"),
         (_rest_entity(timestamp="yesterday"), "ISO 8601"),
         (_rest_entity(timestamp={"epochSecond": "1", "nano": 0}), "integers"),
+        (_rest_entity(timestamp={"epochSecond": 10**18, "nano": 0}), "range"),
+        (_rest_entity(timestamp={"epochSecond": True, "nano": 0}), "integers"),
+        (_rest_entity(timestamp="0001-01-01T00:00:00+14:00"), "range"),
+        (_rest_entity(timestamp="9999-12-31T23:59:59-14:00"), "range"),
         (_rest_entity(author="not-a-mapping", source=7), None),
     ],
 )

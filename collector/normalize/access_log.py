@@ -418,7 +418,11 @@ def _int(value: str | None) -> int | None:
     if value is None:
         return None
     text = value.strip()
-    return int(text) if text.isascii() and text.isdigit() else None
+    # Byte counts and durations fit in 63 bits; a longer number is garbage,
+    # and would not serialize in any sink (orjson refuses > 64-bit integers).
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)
 
 
 def _blank(value: str | None) -> str | None:

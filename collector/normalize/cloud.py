@@ -183,7 +183,12 @@ def parse_time(value: Any, field: str) -> datetime:
         raise ValueError(f"{field} {value[:40]!r} is not ISO 8601") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        # Year 1 with a positive offset (or 9999 with a negative one) does
+        # not fit in a datetime once moved to UTC.
+        return parsed.astimezone(UTC)
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"{field} {value[:40]!r} is out of range") from exc
 
 
 def _text(value: Any) -> str | None:

@@ -17,7 +17,9 @@ DcShape = Literal["rest", "file"]
 _LEGACY_DETAILS = "bitbucket.audit.attribute.legacy.details"
 _MAX_ATTRIBUTE_CHARS = 8192
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_FAST_MAX_SECONDS = 253_402_300_800  # 10000-01-01: beyond, the slow path raises
+# Audit events before 1970 or after 9999 are not real; outside this range
+# datetime arithmetic overflows instead of failing cleanly.
+_MAX_EPOCH_SECONDS = 253_402_300_800  # 10000-01-01T00:00:00Z
 
 
 def detect_dc_shape(record: Mapping[str, Any]) -> DcShape | None:
@@ -93,17 +95,15 @@ def _parse_time(value: Any) -> tuple[datetime, int]:
     if type(value) is dict or isinstance(value, Mapping):
         seconds = value.get("epochSecond")
         nano = value.get("nano", 0) or 0
-        if not isinstance(seconds, int) or not isinstance(nano, int):
+        if type(seconds) is not int or type(nano) is not int:
             raise ValueError("timestamp.epochSecond/nano must be integers")
+        if not 0 <= seconds < _MAX_EPOCH_SECONDS or not 0 <= nano < 1_000_000_000:
+            raise ValueError("timestamp.epochSecond/nano out of range")
         epoch_ns = seconds * 1_000_000_000 + nano
-        if 0 <= seconds < _FAST_MAX_SECONDS and 0 <= nano < 1_000_000_000:
-            # Same value as fromtimestamp(UTC).replace(), at half the cost.
-            return _EPOCH + timedelta(seconds=seconds, microseconds=nano // 1000), (
-                epoch_ns
-            )
-        return datetime.fromtimestamp(seconds, UTC).replace(
-            microsecond=nano // 1000
-        ), epoch_ns
+        # Same value as fromtimestamp(UTC).replace(), at half the cost.
+        return _EPOCH + timedelta(seconds=seconds, microseconds=nano // 1000), (
+            epoch_ns
+        )
 
     if isinstance(value, str) and value:
         try:
@@ -113,9 +113,14 @@ def _parse_time(value: Any) -> tuple[datetime, int]:
         if parsed.tzinfo is None:
             # The API always sends an offset; a bare time is read as UTC.
             parsed = parsed.replace(tzinfo=UTC)
-        parsed = parsed.astimezone(UTC)
-        epoch_ns = int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
-        return parsed, epoch_ns
+        try:
+            parsed = parsed.astimezone(UTC)
+            seconds = int(parsed.timestamp())
+        except (OverflowError, OSError) as exc:
+            raise ValueError(f"timestamp {value[:40]!r} is out of range") from exc
+        if not 0 <= seconds < _MAX_EPOCH_SECONDS:
+            raise ValueError(f"timestamp {value[:40]!r} is out of range")
+        return parsed, seconds * 1_000_000_000 + parsed.microsecond * 1000
 
     raise ValueError("missing or empty timestamp")
 

@@ -323,7 +323,9 @@ class CloudOrgSource:
             return normalize_cloud(
                 item, instance=self.settings.instance_name, source_kind=self.kind
             )
-        except (ValueError, TypeError) as exc:
+        # Any error here is about this one record (a normalizer bug included):
+        # it must be rejected with its position, never stop the source.
+        except Exception as exc:
             error = EventParseError(
                 str(exc)[:200],
                 source=self.name,
