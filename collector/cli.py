@@ -28,6 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bbaudit: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except OSError as exc:
+        # Start-up problems of the machine, not bugs: a state_dir that cannot
+        # be created, a metrics port already in use. Say which, no traceback.
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"bbaudit: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 

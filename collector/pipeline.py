@@ -256,11 +256,9 @@ class Pipeline:
         if not alerts:
             return
         self.stats.alerts += len(alerts)
-        # One labels() lookup per rule and batch, not per alert: it is costly.
         by_rule = Counter(alert.rule_id for alert in alerts)
+        # bbaudit_alerts_total is counted by the detector, where alerts are made.
         self.stats.alerts_by_rule.update(by_rule)
-        for rule_id, count in by_rule.items():
-            self._metrics.alerts.labels(rule_id).inc(count)
         if self._on_alert is not None:
             for alert in alerts:
                 self._on_alert(alert)

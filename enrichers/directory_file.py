@@ -197,6 +197,9 @@ def _user(path: Path, line: int, row: Mapping[str, Any]) -> DirectoryUser:
             status=parse_status(row.get("status")),
             mfa_enrolled=parse_bool(row.get("mfa_enrolled")),
             groups=_groups(row.get("groups")),
+            # Service accounts are listed in most exports; an optional "human"
+            # column (true/false) says which rows are not people.
+            human=parse_bool(row.get("human")) is not False,
         )
     except ValueError as exc:
         if isinstance(exc, DirectoryFileError):

@@ -35,6 +35,7 @@ class DirectoryUser:
     status: Status | None = None
     mfa_enrolled: bool | None = None
     groups: tuple[str, ...] = ()
+    human: bool = True
     _templates: dict[tuple[str, str], dict[str, Any]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -56,7 +57,7 @@ class DirectoryUser:
         template = {
             "matched_by": matched_by,
             "directory": directory,
-            "human": True,
+            "human": self.human,
             "username": self.username,
             "email": self.email,
             "display_name": self.display_name,

@@ -181,6 +181,7 @@ class ScimEnricher:
             verify=verify,
             timeout=httpx.Timeout(self.settings.timeout),
             follow_redirects=False,
+            trust_env=False,  # the token goes to the configured URL only
         )
 
     def _apply(self, event: AuditEvent, found: _Found | None) -> None:

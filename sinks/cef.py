@@ -27,11 +27,20 @@ DEFAULT_VENDOR = "bbaudit"
 DEFAULT_PRODUCT = "bbaudit"
 DEFAULT_VERSION = "0.1"
 
-_HEADER_ESCAPES = {"\\": "\\\\", "|": "\\|", "\r": "\\r", "\n": "\\n"}
-_VALUE_ESCAPES = {"\\": "\\\\", "=": "\\=", "\r": "\\r", "\n": "\\n"}
-_HEADER_RE = re.compile(r"[\\|\r\n]")
-_VALUE_RE = re.compile(r"[\\=\r\n]")
-_UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+# Characters that some receivers treat as line ends (NEL, LS, PS) or string
+# ends (NUL) have no CEF escape of their own: they become \uXXXX, which
+# unescape() reads back, so no value can end a line or a message early.
+_INVISIBLE = {
+    "\x00": "\\u0000",
+    "\x85": "\\u0085",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+_HEADER_ESCAPES = {"\\": "\\\\", "|": "\\|", "\r": "\\r", "\n": "\\n", **_INVISIBLE}
+_VALUE_ESCAPES = {"\\": "\\\\", "=": "\\=", "\r": "\\r", "\n": "\\n", **_INVISIBLE}
+_HEADER_RE = re.compile("[\\\\|\r\n\x00\x85\u2028\u2029]")
+_VALUE_RE = re.compile("[\\\\=\r\n\x00\x85\u2028\u2029]")
+_UNESCAPE_RE = re.compile(r"\\u([0-9a-fA-F]{4})|\\(.)", re.DOTALL)
 _UNESCAPES = {"\\": "\\", "|": "|", "=": "=", "r": "\r", "n": "\n"}
 _KEY_RE = re.compile(r"[^A-Za-z0-9]")
 
@@ -53,7 +62,13 @@ def escape_value(value: str) -> str:
 
 def unescape(value: str) -> str:
     """Undo ``escape_header`` or ``escape_value`` (unknown escapes keep their char)."""
-    return _UNESCAPE_RE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(1)), value)
+    return _UNESCAPE_RE.sub(_unescape_one, value)
+
+
+def _unescape_one(match: re.Match[str]) -> str:
+    if match.group(1) is not None:
+        return chr(int(match.group(1), 16))
+    return _UNESCAPES.get(match.group(2), match.group(2))
 
 
 def extension_key(name: str) -> str:

@@ -183,6 +183,9 @@ class SplunkHecSink:
             timeout=httpx.Timeout(settings.timeout),
             transport=self._transport,
             headers={"Authorization": f"Splunk {settings.token}"},
+            # No proxy or netrc from the environment: the token must only go
+            # to the configured URL.
+            trust_env=False,
         )
 
     async def send(self, records: Sequence[Record]) -> None:

@@ -601,6 +601,30 @@ async def test_auth_failure_is_logged_without_secret(metrics: Metrics) -> None:
     assert SECRET not in repr(logs)
 
 
+@pytest.mark.parametrize("status", [302, 400, 404, 407])
+async def test_redirect_or_client_error_waits_instead_of_skipping(
+    metrics: Metrics, status: int
+) -> None:
+    """A 3xx/4xx on every page ends the pass without skipping windows: one
+    request, a clear log line, and no checkpoint that writes data off."""
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(status, headers={"location": "https://sso.example"})
+
+    source = make_source(httpx.MockTransport(answer), metrics)
+
+    with capture_logs() as logs:
+        batches = await collect(source.batches(None, follow=False))
+
+    assert len(requests) == 1
+    assert batches[-1].checkpoint is None
+    refused = [e for e in logs if e["event"] == "source.request_refused"]
+    assert refused and refused[0]["status"] == status
+    assert not [e for e in logs if e["event"] == "source.page_skipped"]
+
+
 async def test_bearer_and_basic_auth_headers(metrics: Metrics) -> None:
     """A token goes out as Bearer, a username and password as Basic."""
     seen: list[str] = []

@@ -580,6 +580,15 @@ class DcRestSource:
             except (PageError, BitbucketAPIError) as exc:
                 if _rejects_cursor(exc) and self._drop_cursor(read):
                     continue
+                if _refused(exc):
+                    # A redirect or a client error answers every page alike
+                    # (an SSO page or proxy in the way, a wrong base_url):
+                    # skipping windows would write data off; wait instead.
+                    self._log_refused(exc, follow=follow)
+                    if not follow:
+                        return None
+                    await self._clock.sleep(self.settings.auth_backoff)
+                    continue
                 counts.skipped_pages += 1
                 if self._skip_page(read, exc):
                     return PageOutcome([], 0, done=True)
@@ -800,6 +809,17 @@ class DcRestSource:
         )
         return not read.next_query(read.floor - _ONE_MS)
 
+    def _log_refused(self, error: Exception, *, follow: bool) -> None:
+        status = getattr(error, "status", None)
+        self._metrics.page_error(f"http_{status}")
+        logger.error(
+            "source.request_refused",
+            source=self.name,
+            status=status,
+            hint="redirect or client error: check base_url, proxies and SSO",
+            retry_in_s=self.settings.auth_backoff if follow else None,
+        )
+
     def _log_auth(self, error: AuthFailedError, *, follow: bool) -> None:
         self._metrics.page_error(f"http_{error.status}")
         logger.error(
@@ -906,6 +926,12 @@ def _next_cursor(paging: Mapping[str, Any]) -> str | None:
     if isinstance(cursor, (int, float)) and not isinstance(cursor, bool):
         cursor = str(cursor)
     return cursor if isinstance(cursor, str) and cursor else None
+
+
+def _refused(error: Exception) -> bool:
+    """A 3xx or 4xx answer other than 429 (rate limits are retried inside)."""
+    status = getattr(error, "status", None)
+    return isinstance(status, int) and 300 <= status < 500 and status != 429
 
 
 def _rejects_cursor(error: Exception) -> bool:
