@@ -118,6 +118,8 @@ class ReplaySource:
             return
         with path.open("rb") as handle:
             for number, line in enumerate(handle, start=1):
+                if number == 1:
+                    line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM
                 if not line.strip():
                     continue
                 position = f"line {number}"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from collector.settings_types import ByteSize, Duration, PluginSettings
 
@@ -25,6 +25,9 @@ class SinkSettings(PluginSettings):
     sink holds the pipeline until it recovers).
     """
 
+    # Only sinks that write CEF lines (syslog) accept ``format: cef``.
+    cef_capable: ClassVar[bool] = False
+
     receives: list[RecordKind] = Field(
         default_factory=lambda: list[RecordKind](["events", "alerts"])
     )
@@ -40,3 +43,9 @@ class SinkSettings(PluginSettings):
     spool_after_attempts: int = Field(default=3, ge=1, le=1_000)
     spool_after: Duration = 60.0
     spool_max_bytes: ByteSize = 256 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _format_is_supported(self) -> SinkSettings:
+        if self.format == "cef" and not self.cef_capable:
+            raise ValueError("format 'cef' is only for the syslog sink")
+        return self

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 import structlog
@@ -49,6 +49,8 @@ _LINE_SEPARATORS = (("\u2028", "\\u2028"), ("\u2029", "\\u2029"), ("\x85", "\\u0
 
 class SyslogSinkSettings(SinkSettings):
     """Where and how to send syslog messages; TLS verifies by default."""
+
+    cef_capable: ClassVar[bool] = True
 
     host: str
     port: int = Field(default=6514, ge=1, le=65535)
