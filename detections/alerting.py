@@ -59,8 +59,14 @@ def build_alert(
     author: str | None = None,
     references: tuple[str, ...] = (),
 ) -> Alert:
-    """An ``Alert`` about ``event`` (the event that made the rule fire)."""
+    """An ``Alert`` about ``event`` (the event that made the rule fire).
+
+    The alert carries what an analyst needs without opening Bitbucket: the
+    event's action and targets, and its identity, repository and zone
+    context, under ``details``.
+    """
     geo = event.context.get("geo")
+    details = {**details, **_about(event)}
     return Alert(
         id=alert_id(rule_id, key, anchor),
         rule_id=rule_id,
@@ -81,3 +87,18 @@ def build_alert(
         references=references,
         details=dict(details),
     )
+
+
+_CONTEXT_KEYS = ("identity", "repo", "zones")
+_MAX_TARGETS = 10
+
+
+def _about(event: AuditEvent) -> dict[str, Any]:
+    about: dict[str, Any] = {"action": event.action}
+    targets = [f"{t.type}:{t.name}" for t in event.targets[:_MAX_TARGETS] if t.name]
+    if targets:
+        about["targets"] = targets
+    context = {k: event.context[k] for k in _CONTEXT_KEYS if k in event.context}
+    if context:
+        about["context"] = context
+    return about

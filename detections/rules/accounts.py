@@ -166,11 +166,15 @@ class InactiveIdentity(BaseRule):
         if status not in ("terminated", "suspended"):
             return NO_FINDINGS
 
+        # Keyed per target too: each repository a departed identity touches is
+        # its own finding, not hidden behind the first one's suppression.
+        target = _main_target(event)
         return (
             Finding(
-                key=user,
+                key=f"{user}|{event.action}|{target}",
                 anchor=event.id,
-                summary=f"{status} identity {user} performed {event.action}",
+                summary=f"{status} identity {user} performed {event.action}"
+                + _on_what(event),
                 evidence=(event.id,),
                 severity="high" if status == "terminated" else "medium",
                 risk_score=73 if status == "terminated" else 47,
@@ -178,3 +182,20 @@ class InactiveIdentity(BaseRule):
                 details={"status": status},
             ),
         )
+
+
+def _on_what(event: AuditEvent) -> str:
+    """`` on PROJ/repo (restricted)`` for the first named target, or nothing."""
+    target = _main_target(event)
+    if not target:
+        return ""
+    sensitivity = context_map(event, "repo").get("sensitivity")
+    suffix = f" ({sensitivity})" if sensitivity else ""
+    return f" on {target}{suffix}"
+
+
+def _main_target(event: AuditEvent) -> str:
+    """The repository acted on if there is one, else the first named target."""
+    names = [t.name for t in event.targets if t.name and t.type == "REPOSITORY"]
+    names += [t.name for t in event.targets if t.name]
+    return names[0] if names else ""

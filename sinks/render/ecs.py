@@ -170,7 +170,7 @@ def alert_to_ecs(alert: Alert, *, original: bool = False) -> dict[str, Any]:
         "rule": {
             "id": alert.rule_id,
             "name": alert.rule_name,
-            "description": alert.summary,
+            "description": alert.rule_name,
             "author": [alert.rule_author] if alert.rule_author else [],
             "reference": list(alert.references),
         },
@@ -192,6 +192,11 @@ def alert_to_ecs(alert: Alert, *, original: bool = False) -> dict[str, Any]:
 
 
 def _add_alert_parties(document: dict[str, Any], alert: Alert) -> None:
+    context = alert.details.get("context")
+    if isinstance(context, dict):
+        # Identity, repository and zones of the event that fired, in the same
+        # ECS fields as on events (user.email, user.full_name, ...).
+        add_context(document, context)
     related: dict[str, Any] = {}
     if alert.actor:
         put(document, "user.name", alert.actor)
