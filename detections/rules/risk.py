@@ -7,6 +7,16 @@ from detections.alerting import severity_for_risk
 from detections.rules.base import DetectionState, Finding, RuleMeta
 from detections.settings import EngineSettings
 
+_NOT_AN_ACTOR = frozenset({"anonymous", "system", "unknown"})
+_LOCATION_RULES = (
+    "bb.new_source_ip",
+    "bb.new_country",
+    "bb.new_asn",
+    "bb.ip_outside_allowlist",
+    "bb.impossible_travel",
+)
+_FAMILY = {rule: "location" for rule in _LOCATION_RULES}
+
 
 class RiskAggregation:
     """Sums risk over distinct rule ids per actor; fed with alerts, not events."""
@@ -42,7 +52,11 @@ class RiskAggregation:
         The record keeps one entry per rule (its strongest recent alert), so it
         stays as small as the rule set however many alerts an actor raises.
         """
-        if not alert.actor or alert.rule_id == self.META.id:
+        # Anonymous and system "actors" are many people or none: piling their
+        # unrelated alerts onto one name would invent an incident.
+        if not alert.actor or alert.actor.lower() in _NOT_AN_ACTOR:
+            return None
+        if alert.rule_id == self.META.id:
             return None
         record = {
             rule: entry
@@ -51,9 +65,13 @@ class RiskAggregation:
         }
         first_event = alert.evidence[0] if alert.evidence else ""
         entry = [ts, alert.risk_score, alert.id, first_event]
-        kept = record.get(alert.rule_id)
+        # Rules that see one fact from several angles (a login from a new
+        # place is a new IP, ASN, country and outside the allowlist) count
+        # once, as their family, so one odd login is not "several alerts".
+        family = _FAMILY.get(alert.rule_id, alert.rule_id)
+        kept = record.get(family)
         if kept is None or alert.risk_score >= kept[1]:
-            record[alert.rule_id] = entry
+            record[family] = entry
         state.risk.put(alert.actor, record)
         if len(record) < self.threshold:
             return None
@@ -67,7 +85,7 @@ class RiskAggregation:
             key=actor,
             anchor=str(entries[0][2]),
             summary=(
-                f"{actor} raised {len(record)} different alerts within "
+                f"{actor} raised {len(record)} kinds of alert within "
                 f"{self.span / 60:g} min (risk {risk})"
             ),
             evidence=tuple(dict.fromkeys(str(e[3]) for e in entries if e[3]))[
@@ -76,5 +94,8 @@ class RiskAggregation:
             severity=severity_for_risk(risk),
             risk_score=risk,
             actor=actor,
-            details={"rules": sorted(record), "alerts": [str(e[2]) for e in entries]},
+            details={
+                "rule_families": sorted(record),
+                "alerts": [str(e[2]) for e in entries],
+            },
         )
