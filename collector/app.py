@@ -217,5 +217,4 @@ async def _start_health(settings: AppSettings, service: Service) -> Any:
         lambda: readiness(service.pipeline),
     )
     await server.start()
-    log.info("http.started", host=settings.http.host, port=server.port)
     return server

@@ -104,17 +104,23 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
     return load_config(path)
 
 
-def _configure_logs(level: str = "info", fmt: str = "json") -> None:
+def _configure_logs(
+    level: str = "info", fmt: str = "json", *, to_stderr: bool = False
+) -> None:
     from collector.logs import configure_logging
 
-    configure_logging(level=level, fmt=fmt)
+    configure_logging(level=level, fmt=fmt, stream=sys.stderr if to_stderr else None)
 
 
 def _run(args: argparse.Namespace) -> int:
     from collector.app import run_service
 
     settings = _load(args.config)
-    _configure_logs(settings.log.level, settings.log.format)
+    # With a stdout sink, records own stdout and log lines go to stderr.
+    records_on_stdout = any(sink.kind == "stdout" for sink in settings.sinks)
+    _configure_logs(
+        settings.log.level, settings.log.format, to_stderr=records_on_stdout
+    )
     asyncio.run(run_service(settings, follow=not args.once, gc_tuning=True))
     return EXIT_OK
 

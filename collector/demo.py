@@ -236,12 +236,21 @@ def _print_summary(
     print(f"  alerts                    {len(alerts)}  -> {out / 'alerts.jsonl'}")
     for alert in sorted(alerts, key=lambda a: (a.time, a.rule_id)):
         when = alert.time.strftime("%Y-%m-%d %H:%M")
-        print(f"    {when} {alert.severity:<8} {alert.rule_id:<28} {alert.summary}")
+        print(
+            f"    {when} {alert.severity:<8} {_rule_label(alert):<28} {alert.summary}"
+        )
     print("  attack stories:")
     for story in world.stories:
         missing = [r for r in story.rule_ids if not _raised(r, story, alerts)]
         status = "caught" if not missing else f"missed {', '.join(missing)}"
         print(f"    {story.name:<24} {story.actor:<18} {status}")
+
+
+def _rule_label(alert: Alert) -> str:
+    """The rule id, or for a Sigma rule (a UUID) ``sigma:`` and its first part."""
+    if alert.rule_id.startswith("bb."):
+        return alert.rule_id
+    return f"sigma:{alert.rule_id[:8]}"
 
 
 def _raised(rule_id: str, story: Any, alerts: list[Alert]) -> bool:
