@@ -117,7 +117,8 @@ class RepoTagsEnricher:
         for event in events:
             ref = repo_of(event)
             if ref is not None:
-                event.context[REPO_KEY] = _copy(lookup(ref.project, ref.repository))
+                # Shared per repository: context values are read-only once set.
+                event.context[REPO_KEY] = lookup(ref.project, ref.repository)
 
     async def aclose(self) -> None:
         """Nothing to release."""
