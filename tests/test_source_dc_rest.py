@@ -625,6 +625,27 @@ async def test_redirect_or_client_error_waits_instead_of_skipping(
     assert not [e for e in logs if e["event"] == "source.page_skipped"]
 
 
+async def test_timeouts_are_waited_out_not_skipped(metrics: Metrics) -> None:
+    """A page that times out for a while (an overloaded server) is retried until
+    it answers; nothing is skipped and every event arrives."""
+    entities = spread(30)
+
+    def slow_at_first(n: int, request: httpx.Request) -> httpx.Response | None:
+        if n <= 12:
+            raise httpx.ReadTimeout("server overloaded", request=request)
+        return None
+
+    server = DcAuditServer(entities, fault=slow_at_first)
+    source = make_source(server, metrics, max_page_retries=2)
+
+    with capture_logs() as logs:
+        batches = await collect(source.batches(None, follow=False))
+
+    delivered = {e.id for b in batches for e in b.events}
+    assert len(delivered) == 30
+    assert not [e for e in logs if e["event"] == "source.page_skipped"]
+
+
 async def test_bearer_and_basic_auth_headers(metrics: Metrics) -> None:
     """A token goes out as Bearer, a username and password as Basic."""
     seen: list[str] = []

@@ -116,6 +116,10 @@ class DcRestSettings(PluginSettings):
     backoff_cap: Duration = 60.0
     auth_backoff: Duration = 300.0
     min_gap: Duration = 1.0
+    # A page that only times out or cannot connect is more likely a slow or
+    # overloaded server than a poison page: keep retrying it this long before
+    # the window is narrowed around it (5xx and unreadable bodies skip sooner).
+    transient_patience: Duration = 600.0
     slice: Duration = 3600.0
     min_slice: Duration = 1.0
     max_slice_events: int = Field(default=20_000, ge=1, le=10_000_000)
@@ -231,6 +235,7 @@ class SliceRead:
     page: int = 0
     filtered: int = 0
     auth_failed: bool = False
+    failing_since: float | None = None
     boundary_ids: set[str] = field(default_factory=set)
     seen_cursors: set[str] = field(default_factory=set)
     top_ids: set[str] = field(default_factory=set)
@@ -589,10 +594,14 @@ class DcRestSource:
                         return None
                     await self._clock.sleep(self.settings.auth_backoff)
                     continue
+                if self._still_patient(read, exc):
+                    await self._clock.sleep(self.settings.backoff_cap)
+                    continue
                 counts.skipped_pages += 1
                 if self._skip_page(read, exc):
                     return PageOutcome([], 0, done=True)
                 continue
+            read.failing_since = None
             counts.pages += 1
             return outcome
 
@@ -767,6 +776,16 @@ class DcRestSource:
         read.upper = read.oldest
         return True
 
+    def _still_patient(self, read: SliceRead, error: Exception) -> bool:
+        """Whether a page failing with timeouts or connection errors is retried
+        again instead of being skipped (for ``transient_patience``)."""
+        if getattr(error, "reason", None) not in _TRANSIENT_REASONS:
+            return False
+        now = self._clock.monotonic()
+        if read.failing_since is None:
+            read.failing_since = now
+        return now - read.failing_since < self.settings.transient_patience
+
     def _skip_page(self, read: SliceRead, error: Exception) -> bool:
         """Narrow the query past a page that failed every retry.
 
@@ -774,6 +793,7 @@ class DcRestSource:
         is narrower than ``min_gap`` it is given up. Returns True when the
         slice has nothing left to read.
         """
+        read.failing_since = None
         upper = read.upper
         if read.cursor is not None and read.oldest is not None:
             upper = min(read.oldest, read.upper)
@@ -926,6 +946,9 @@ def _next_cursor(paging: Mapping[str, Any]) -> str | None:
     if isinstance(cursor, (int, float)) and not isinstance(cursor, bool):
         cursor = str(cursor)
     return cursor if isinstance(cursor, str) and cursor else None
+
+
+_TRANSIENT_REASONS = frozenset({"timeout", "connection", "deadline"})
 
 
 def _refused(error: Exception) -> bool:
