@@ -122,7 +122,7 @@ def load_directory(path: Path, fmt: str = "auto") -> Directory:
     by_username: dict[str, DirectoryUser] = {}
     by_email: dict[str, DirectoryUser] = {}
     ambiguous: set[str] = set()
-    for line, row in rows:
+    for line, row in _checked(path, rows):
         user = _user(path, line, row)
         key = user.username.lower()
         if key in by_username:
@@ -133,6 +133,19 @@ def load_directory(path: Path, fmt: str = "auto") -> Directory:
             _index_email(by_email, ambiguous, user)
 
     return Directory(by_username, by_email, stamp)
+
+
+def _checked(
+    path: Path, rows: Iterator[tuple[int, Mapping[str, Any]]]
+) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """The rows, with the csv module's own errors (an over-long field, a NUL)
+    turned into a ``DirectoryFileError`` that names the file."""
+    line = 0
+    try:
+        for line, row in rows:
+            yield line, row
+    except csv.Error as exc:
+        raise DirectoryFileError(path, line + 1, f"unreadable CSV: {exc}") from exc
 
 
 def _index_email(
@@ -162,7 +175,9 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
 
 
 def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    for line, raw in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): U+2028 and friends are legal inside JSON
+    # strings (a display name) and must not cut a record in two.
+    for line, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
@@ -234,10 +249,11 @@ class IdentityFileEnricher:
         )
 
     async def start(self) -> None:
-        """Load the file (a failure is logged) and start watching it."""
-        await self.check_reload()
+        """Start watching the file, then load it (a failure is logged and the
+        watcher keeps trying, so fixing the file needs no restart)."""
         if self._task is None and self.settings.reload_interval > 0:
             self._task = asyncio.create_task(self._watch(), name=f"{self.name}-watch")
+        await self.check_reload()
 
     async def enrich(self, events: Sequence[AuditEvent]) -> None:
         """Match each event's author; no I/O here."""

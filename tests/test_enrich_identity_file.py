@@ -247,3 +247,23 @@ def test_shared_email_matches_nobody(tmp_path: Path) -> None:
     directory = load_directory(path)
 
     assert "team@x.io" not in directory.by_email
+
+
+def test_unicode_line_separator_inside_a_value_is_kept(tmp_path: Path) -> None:
+    """U+2028 inside a JSON string is data, not a line break."""
+    path = tmp_path / "users.jsonl"
+    line = '{"username": "ana", "display_name": "Ana\u2028Lopez", "email": "a@x"}'
+    path.write_text(line + "\n", encoding="utf-8")
+
+    directory = load_directory(path)
+
+    assert directory.by_username["ana"].display_name == "Ana\u2028Lopez"
+
+
+def test_overlong_csv_field_is_a_clear_error(tmp_path: Path) -> None:
+    """A field beyond the csv module's limit names the file, not a bare csv.Error."""
+    path = tmp_path / "users.csv"
+    path.write_text("username,title\nbob," + "x" * 200_000 + "\n", encoding="utf-8")
+
+    with pytest.raises(DirectoryFileError, match="unreadable CSV"):
+        load_directory(path)
