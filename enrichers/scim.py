@@ -37,6 +37,7 @@ from enrichers.identity import (
     LookupKeys,
     MatchedBy,
     needs_lookup,
+    parse_bool,
     record_match,
     record_unmatched,
 )
@@ -382,7 +383,12 @@ def scim_user(resource: Any) -> DirectoryUser | None:
         return None
     enterprise = resource.get(ENTERPRISE_SCHEMA)
     enterprise = enterprise if isinstance(enterprise, Mapping) else {}
-    active = resource.get("active")
+    # Some directories send "active" as the string "false": read it as a flag,
+    # never by truthiness (a non-empty string would look active).
+    try:
+        active = parse_bool(resource.get("active"))
+    except ValueError:
+        active = None
     return DirectoryUser(
         username=username,
         email=_primary_email(resource.get("emails")),

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from collector.metrics import Metrics
 from collector.model import Actor, ActorKind, AuditEvent
-from enrichers.scim import ScimEnricher, ScimSettings
+from enrichers.scim import ScimEnricher, ScimSettings, scim_user
 
 TOKEN = "scim-test-token-0123456789"
 _FILTER = re.compile(r'^(userName|emails\.value) eq "((?:[^"\\]|\\.)*)"$')
@@ -375,3 +375,15 @@ def test_filter_value_is_escaped() -> None:
     from enrichers.scim import _quote
 
     assert _quote('a"b\\c') == 'a\\"b\\\\c'
+
+
+@pytest.mark.parametrize(
+    ("active", "status"),
+    [("false", "suspended"), (False, "suspended"), ("true", "active"), ("maybe", None)],
+)
+def test_active_flag_is_read_as_a_flag(active: object, status: str | None) -> None:
+    """``"active": "false"`` as a string means suspended, not active."""
+    user = scim_user({"userName": "ana", "active": active})
+
+    assert user is not None
+    assert user.status == status
