@@ -32,6 +32,8 @@ from collector.plugins import ENRICHERS, Runtime
 from collector.settings_types import Duration, PluginSettings
 from enrichers.context import mark_errors
 from enrichers.identity import (
+    IDENTITY_KEY,
+    NON_HUMAN_KINDS,
     DirectoryUser,
     LookupKeys,
     MatchedBy,
@@ -43,6 +45,8 @@ from enrichers.identity import (
 )
 
 logger = structlog.get_logger(__name__)
+
+_MAX_REMEMBERED_AUTHORS = 200_000
 
 _COLUMNS = (
     "username",
@@ -240,6 +244,8 @@ class IdentityFileEnricher:
         self.name = settings.name or "identity_file"
         self.settings = settings
         self.directory: Directory | None = None
+        self._matches: dict[tuple[str | None, str | None], dict[str, Any]] = {}
+        self._matches_for: Directory | None = None
         self._task: asyncio.Task[None] | None = None
         self._errors = metrics.enrichment_errors
         self._reloads = metrics.counter(
@@ -256,8 +262,39 @@ class IdentityFileEnricher:
         await self.check_reload()
 
     async def enrich(self, events: Sequence[AuditEvent]) -> None:
-        """Match each event's author; no I/O here."""
+        """Match each event's author; no I/O here.
+
+        A match depends only on the author's name and email and the loaded
+        file, so it is remembered per author until the next reload: the usual
+        event costs one dict lookup. Events another directory already handled
+        take the general path.
+        """
         directory = self.directory
+        if directory is None:
+            self._enrich_slowly(events, directory)
+            return
+        if directory is not self._matches_for:
+            self._matches.clear()
+            self._matches_for = directory
+        matches = self._matches
+        rest: list[AuditEvent] = []
+        for event in events:
+            actor = event.actor
+            context = event.context
+            if IDENTITY_KEY in context or actor.kind in NON_HUMAN_KINDS:
+                rest.append(event)
+                continue
+            value = matches.get((actor.name, actor.email))
+            if value is None:
+                rest.append(event)
+            else:
+                context[IDENTITY_KEY] = value
+        if rest:
+            self._enrich_slowly(rest, directory)
+
+    def _enrich_slowly(
+        self, events: Sequence[AuditEvent], directory: Directory | None
+    ) -> None:
         unloaded: list[AuditEvent] = []
         for event in events:
             keys = needs_lookup(event)
@@ -271,10 +308,17 @@ class IdentityFileEnricher:
                 record_unmatched(event)
             else:
                 record_match(event, found[0], found[1], self.name)
+                self._remember(event)
 
         if unloaded:
             mark_errors(unloaded, self.name, "directory file not loaded")
             self._errors.labels(enricher=self.name).inc()
+
+    def _remember(self, event: AuditEvent) -> None:
+        if len(self._matches) >= _MAX_REMEMBERED_AUTHORS:
+            self._matches.clear()
+        actor = event.actor
+        self._matches[(actor.name, actor.email)] = event.context[IDENTITY_KEY]
 
     async def aclose(self) -> None:
         """Stop watching the file. Idempotent."""
