@@ -115,8 +115,9 @@ class RepoTagsEnricher:
         """Tag each event's repository (cached per project and repository)."""
         lookup = self._lookup
         for event in events:
-            ref = repo_of(event)
-            if ref is not None:
+            project, repository = _names(event)
+            if project or repository:
+                ref = _ref(project, repository)
                 # Shared per repository: context values are read-only once set.
                 event.context[REPO_KEY] = lookup(ref.project, ref.repository)
 
