@@ -131,14 +131,17 @@ def readiness(pipeline: Pipeline) -> tuple[bool, dict[str, Any]]:
     """Ready when not draining, every sink healthy and no source is failing."""
     sinks = {ch.name: ch.healthy for ch in pipeline.channels}
     reasons: dict[str, Any] = {"draining": pipeline.draining, "sinks": sinks}
+    problems = {s.name: getattr(s, "problem", None) for s in pipeline.sources}
     reasons["sources"] = {
         s.name: {
             "last_batch_at": pipeline.stats.last_batch_at.get(s.name),
             "failures": pipeline.stats.source_failures.get(s.name, 0),
+            "problem": problems[s.name],
         }
         for s in pipeline.sources
     }
-    ready = not pipeline.draining and all(sinks.values())
+    # A source whose credentials are rejected is not polling: not ready.
+    ready = not pipeline.draining and all(sinks.values()) and not any(problems.values())
     return ready, reasons
 
 

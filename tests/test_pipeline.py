@@ -221,3 +221,22 @@ async def test_bounded_queues_still_deliver_everything(
 
     assert len(sink.received) == 100
     assert store.load_checkpoint("s") == 100
+
+
+def test_readiness_reports_a_source_whose_credentials_are_rejected(
+    tmp_path: Path,
+) -> None:
+    """A source with a problem (rejected credentials) makes /readyz say not ready."""
+    from collector.app import readiness
+
+    store = StateStore.in_dir(tmp_path)
+    source = ListSource("s", [])
+    pipeline = _pipeline(store, source, [RecordingSink()])
+
+    ready_before, _ = readiness(pipeline)
+    source.problem = "credentials rejected (HTTP 401)"  # type: ignore[attr-defined]
+    ready_after, reasons = readiness(pipeline)
+
+    assert ready_before is True
+    assert ready_after is False
+    assert reasons["sources"]["s"]["problem"] == "credentials rejected (HTTP 401)"

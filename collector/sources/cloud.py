@@ -137,6 +137,8 @@ class CloudOrgSource:
         rng: random.Random | None = None,
     ) -> None:
         self.name = settings.name
+        # What readiness reports: None while pages are read, else why not.
+        self.problem: str | None = None
         self.settings = settings
         self._clock: Clock = clock or SystemClock()
         self._rng = rng
@@ -210,6 +212,7 @@ class CloudOrgSource:
             try:
                 return await self._fetch(params, state)
             except AuthFailedError as exc:
+                self.problem = f"api key rejected (HTTP {exc.status})"
                 self._metrics.page_error(f"http_{exc.status}")
                 logger.error(
                     "source.auth_failed",
@@ -311,6 +314,7 @@ class CloudOrgSource:
                 counts.duplicates += 1
                 continue
             events.append(event)
+        self.problem = None
         counts.pages += 1
         counts.fetched += len(events)
         counts.rejected += rejected

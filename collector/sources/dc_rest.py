@@ -320,6 +320,9 @@ class DcRestSource:
         rng: random.Random | None = None,
     ) -> None:
         self.name = settings.name
+        # What readiness reports about this source: None while pages are read,
+        # else why not (credentials rejected, requests refused).
+        self.problem: str | None = None
         self.settings = settings
         self._clock: Clock = clock or SystemClock()
         self._rng = rng
@@ -602,6 +605,7 @@ class DcRestSource:
                     return PageOutcome([], 0, done=True)
                 continue
             read.failing_since = None
+            self.problem = None
             counts.pages += 1
             return outcome
 
@@ -831,6 +835,7 @@ class DcRestSource:
 
     def _log_refused(self, error: Exception, *, follow: bool) -> None:
         status = getattr(error, "status", None)
+        self.problem = f"requests refused (HTTP {status})"
         self._metrics.page_error(f"http_{status}")
         logger.error(
             "source.request_refused",
@@ -841,6 +846,7 @@ class DcRestSource:
         )
 
     def _log_auth(self, error: AuthFailedError, *, follow: bool) -> None:
+        self.problem = f"credentials rejected (HTTP {error.status})"
         self._metrics.page_error(f"http_{error.status}")
         logger.error(
             "source.auth_failed",
