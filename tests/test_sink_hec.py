@@ -269,7 +269,12 @@ async def test_slow_receiver_times_out_retriably(receiver: HecReceiver) -> None:
 async def test_dropped_records_are_counted(receiver: HecReceiver) -> None:
     """A dropped record increments the sink's dropped metric with its reason."""
     metrics = Metrics()
-    runtime = Runtime(state_dir=None, store=None, metrics=metrics)  # type: ignore[arg-type]
+    # The HEC sink uses only the runtime's metrics.
+    runtime = Runtime(
+        state_dir=None,  # type: ignore[arg-type]
+        store=None,  # type: ignore[arg-type]
+        metrics=metrics,
+    )
     receiver.reject_ids = {"ev-000000"}
     settings = SplunkHecSettings(
         kind="splunk_hec", name="hec", url=receiver.url, token=TOKEN, index="main"

@@ -15,6 +15,7 @@ from typing import Any
 
 from collector.actions import ActionInfo, slug
 from collector.model import Actor, ActorKind, AuditEvent, Target
+from collector.normalize.dc import text_field
 
 _MAX_ATTRIBUTE_CHARS = 8192
 
@@ -139,11 +140,11 @@ def normalize_cloud(
     """
     if not isinstance(item, Mapping):
         raise ValueError(f"expected a JSON object, got {type(item).__name__}")
-    event_id = _text(item.get("id"))
+    event_id = text_field(item.get("id"))
     attrs = item.get("attributes")
     if not event_id or not isinstance(attrs, Mapping):
         raise ValueError("missing id or attributes")
-    action = _text(attrs.get("action"))
+    action = text_field(attrs.get("action"))
     if not action:
         raise ValueError("missing attributes.action")
 
@@ -160,13 +161,14 @@ def normalize_cloud(
         source_kind=source_kind,
         action=info.action,
         category=info.category,
-        outcome=info.outcome,  # type: ignore[arg-type]  # table holds only Outcome values
+        # The table holds only Outcome values; ActionInfo types it as str.
+        outcome=info.outcome,  # type: ignore[arg-type]
         raw_action=action,
         action_key=action,
         raw_category=None,
         actor=_actor(actor_block),
         targets=_targets(attrs.get("context")),
-        source_ip=_text(location.get("ip")),
+        source_ip=text_field(location.get("ip")),
         changes=(),
         attributes=_attributes(item, attrs, actor_block, location),
         raw=item,
@@ -191,25 +193,14 @@ def parse_time(value: Any, field: str) -> datetime:
         raise ValueError(f"{field} {value[:40]!r} is out of range") from exc
 
 
-def _text(value: Any) -> str | None:
-    """A string field; empty strings count as absent."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ValueError(f"expected a string, got {type(value).__name__}")
-
-
 def _actor(block: Any) -> Actor:
     if not isinstance(block, Mapping):
         return Actor(kind="unknown")
     auth = block.get("auth")
-    auth_type = _text(auth.get("authType")) if isinstance(auth, Mapping) else None
+    auth_type = text_field(auth.get("authType")) if isinstance(auth, Mapping) else None
     return Actor(
-        name=_text(block.get("name")),
-        id=_text(block.get("id")),
+        name=text_field(block.get("name")),
+        id=text_field(block.get("id")),
         email=_email(block.get("email")),
         kind=_actor_kind(block, auth_type),
         raw_type=auth_type,
@@ -219,7 +210,7 @@ def _actor(block: Any) -> Actor:
 
 def _email(value: Any) -> str | None:
     # Atlassian products acting on their own carry "Atlassian app" here.
-    text = _text(value)
+    text = text_field(value)
     return text if text and "@" in text else None
 
 

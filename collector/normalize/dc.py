@@ -50,8 +50,8 @@ def normalize_dc(
 
     type_block = record["auditType"] if shape == "file" else record["type"]
     time, epoch_ns = _parse_time(record.get("timestamp"))
-    key = _text(type_block.get("actionI18nKey"))
-    name = _text(type_block.get("action"))
+    key = text_field(type_block.get("actionI18nKey"))
+    name = text_field(type_block.get("action"))
     info = classify_dc(key, name)
     attributes = _attributes(record.get("extraAttributes"))
 
@@ -66,10 +66,10 @@ def normalize_dc(
         outcome=info.outcome,  # type: ignore[arg-type]  # vocabulary holds only Outcome values
         raw_action=name,
         action_key=key,
-        raw_category=_text(type_block.get("category")),
+        raw_category=text_field(type_block.get("category")),
         actor=_actor(record.get("author"), attributes),
         targets=_targets(record.get("affectedObjects")),
-        source_ip=_text(record.get("source")),
+        source_ip=text_field(record.get("source")),
         user_agent=None,
         changes=_changes(record.get("changedValues")),
         attributes=attributes,
@@ -77,7 +77,7 @@ def normalize_dc(
     )
 
 
-def _text(value: Any) -> str | None:
+def text_field(value: Any) -> str | None:
     """A string field, with Atlassian's empty strings treated as absent."""
     if type(value) is str:
         return value or None
@@ -128,12 +128,12 @@ def _parse_time(value: Any) -> tuple[datetime, int]:
 def _actor(author: Any, attributes: Mapping[str, str]) -> Actor:
     if type(author) is not dict and not isinstance(author, Mapping):
         return Actor(kind="unknown")
-    name = _text(author.get("name"))
-    raw_type = _text(author.get("type"))
+    name = text_field(author.get("name"))
+    raw_type = text_field(author.get("type"))
     return Actor(
         name=name,
-        id=_text(author.get("id")),
-        kind=_actor_kind(name, raw_type, _text(author.get("id"))),
+        id=text_field(author.get("id")),
+        kind=_actor_kind(name, raw_type, text_field(author.get("id"))),
         raw_type=raw_type,
         auth_method=attributes.get("Authentication method"),
     )
@@ -165,9 +165,9 @@ def _targets(value: Any) -> tuple[Target, ...]:
             continue
         targets.append(
             Target(
-                type=_text(item.get("type")) or "UNKNOWN",
-                name=_text(item.get("name")),
-                id=_text(item.get("id")),
+                type=text_field(item.get("type")) or "UNKNOWN",
+                name=text_field(item.get("name")),
+                id=text_field(item.get("id")),
             )
         )
     return tuple(targets)
@@ -180,9 +180,15 @@ def _changes(value: Any) -> tuple[Change, ...]:
     for item in value:
         if type(item) is not dict and not isinstance(item, Mapping):
             continue
-        key = _text(item.get("key")) or _text(item.get("i18nKey")) or "unknown"
+        key = (
+            text_field(item.get("key")) or text_field(item.get("i18nKey")) or "unknown"
+        )
         changes.append(
-            Change(key=key, old=_text(item.get("from")), new=_text(item.get("to")))
+            Change(
+                key=key,
+                old=text_field(item.get("from")),
+                new=text_field(item.get("to")),
+            )
         )
     return tuple(changes)
 
@@ -200,7 +206,7 @@ def _attributes(value: Any) -> dict[str, str]:
     for item in value:
         if type(item) is not dict and not isinstance(item, Mapping):
             continue
-        name = _text(item.get("name"))
+        name = text_field(item.get("name"))
         raw_value = item.get("value")
         text = raw_value if isinstance(raw_value, str) else None
         if not name or not text:

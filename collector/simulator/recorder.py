@@ -146,7 +146,8 @@ class Recorder:
             extra=[
                 r.attr(
                     "Error",
-                    "bitbucket.service.user.audit.attribute.authenticationfailure.error",
+                    "bitbucket.service.user.audit.attribute."
+                    "authenticationfailure.error",
                     reason,
                 ),
                 r.attr(
