@@ -136,7 +136,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA, a server certificate signed by it, and an unrelated second CA."""
     if shutil.which("openssl") is None:
         pytest.fail("openssl not installed: run tests/infra/install_rsyslog.sh")
-    folder = tmp_path_factory.mktemp("pki")
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def make_pki(folder: Path) -> Pki:
+    """The test PKI made in ``folder`` (for callers outside pytest, e.g. bench)."""
     _make_ca(folder, "ca")
     _make_ca(folder, "other")
     _make_server_cert(folder)
@@ -156,6 +160,19 @@ def rsyslog(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
         pytest.fail("rsyslogd not installed: run tests/infra/install_rsyslog.sh")
     work = tmp_path / "rsyslog"
     work.mkdir()
+    receiver = configure_rsyslog(work, pki)
+    try:
+        receiver.start()
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+def configure_rsyslog(work: Path, pki: Pki) -> Rsyslog:
+    """An rsyslogd on free loopback ports, configured in ``work``; not started.
+
+    For callers outside pytest (e.g. bench): ``start()``, then ``stop()``.
+    """
     udp, tcp, tls = _free_port(socket.SOCK_DGRAM), _free_port(), _free_port()
     receiver = Rsyslog(udp, tcp, tls, work / "raw.log", work / "parsed.log", pki, work)
     (work / "rsyslog.conf").write_text(
@@ -172,11 +189,7 @@ def rsyslog(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
             tls=tls,
         )
     )
-    try:
-        receiver.start()
-        yield receiver
-    finally:
-        receiver.stop()
+    return receiver
 
 
 def _wait_ready(
