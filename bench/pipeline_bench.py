@@ -9,17 +9,23 @@ The minimal forwarder reads the same records (orjson in), writes them out
 unchanged (orjson out) with the same client library to the same receiver.
 
 Records are generated lazily, so memory must not grow with the number of
-events; peak RSS (VmHWM) is sampled after 100k events and at the end.
+events; peak RSS (VmHWM) is sampled after 100k events and at the end. The
+receivers run in processes of their own, so the RSS is the measured path's.
+
+Where a write can return before the receiver has the records (syslog over
+TCP), an ``Arrival`` waits until the receiver counted them all before the
+clock stops, so every rate is end to end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,10 @@ from collector.state import StateStore
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "bitbucket"
 BATCH = 500
 RSS_MARK = 100_000
+STALL = 15.0  # seconds without progress after which arrival stops waiting
+
+Arrival = Callable[[int], Awaitable[int]]
+"""Given how many records were sent, wait for the receiver; how many it has."""
 
 
 def peak_rss_mib() -> float:
@@ -141,6 +151,13 @@ class Result:
     rss_at_mark: float
     rss_peak: float
     extras: str = ""
+    sent: int = 0
+    arrived: int | None = None  # None: the receiver was not asked
+
+    @property
+    def complete(self) -> bool:
+        """Every record sent reached the receiver (or nobody could tell)."""
+        return self.arrived is None or self.arrived >= self.sent
 
     @property
     def rate(self) -> float:
@@ -193,11 +210,13 @@ async def run_pipeline(
     count: int,
     make_channel: Callable[[Runtime], Any],
     profile: str = "pool",
+    arrival: Arrival | None = None,
 ) -> Result:
     """The full path over ``count`` generated events into one channel.
 
     The clock starts when the source is first asked for a batch, after the
-    sink has connected and the rules are loaded, as the forwarder's does.
+    sink has connected and the rules are loaded, as the forwarder's does; it
+    stops once ``arrival`` (if given) saw every event and alert arrive.
     """
     reset_peak_rss()
     with tempfile.TemporaryDirectory(prefix="bbaudit-bench-") as tmp:
@@ -223,11 +242,14 @@ async def run_pipeline(
             detector=detector,
         )
         stats = await pipeline.run(follow=False)
+        sent = stats.new + stats.alerts
+        arrived = await arrival(sent) if arrival is not None else None
         seconds = time.perf_counter() - (source.started or time.perf_counter())
         store.close()
     extras = " ".join([*notes, f"alerts={stats.alerts}"])
+    mark = marks.get("mark", 0.0)
     return Result(
-        label, stats.new, seconds, marks.get("mark", 0.0), peak_rss_mib(), extras
+        label, stats.new, seconds, mark, peak_rss_mib(), extras, sent, arrived
     )
 
 
@@ -236,14 +258,20 @@ async def run_forwarder(
     count: int,
     write: Callable[[list[bytes]], Any],
     profile: str = "pool",
+    arrival: Arrival | None = None,
+    encode: Callable[[Any], bytes] = orjson.dumps,
 ) -> Result:
-    """orjson in, orjson out: the floor any shipper pays, same writer."""
+    """orjson in, orjson out: the floor any shipper pays, same writer.
+
+    ``encode`` turns a parsed record into what is written (an envelope, a
+    syslog message); the clock stops once ``arrival`` saw them all arrive.
+    """
     reset_peak_rss()
     mark = 0.0
     started = time.perf_counter()
     batch: list[bytes] = []
     for n, line in enumerate(generate(count, profile=profile), 1):
-        batch.append(orjson.dumps(orjson.loads(line)))
+        batch.append(encode(orjson.loads(line)))
         if len(batch) == BATCH:
             await write(batch)
             batch = []
@@ -251,7 +279,53 @@ async def run_forwarder(
             mark = peak_rss_mib()
     if batch:
         await write(batch)
-    return Result(label, count, time.perf_counter() - started, mark, peak_rss_mib())
+    arrived = await arrival(count) if arrival is not None else None
+    seconds = time.perf_counter() - started
+    return Result(label, count, seconds, mark, peak_rss_mib(), "", count, arrived)
+
+
+def arrival(count: Callable[[], int], stall: float = STALL) -> Arrival:
+    """An ``Arrival`` over ``count``, a running total kept by the receiver.
+
+    The baseline is read now, so make it right before the run it is for. It
+    stops waiting once the receiver has gained nothing for ``stall`` seconds.
+    """
+    baseline = count()
+
+    async def wait(expected: int) -> int:
+        got, last, since = 0, -1, time.monotonic()
+        while True:
+            got = count() - baseline
+            if got >= expected:
+                return got
+            if got != last:
+                last, since = got, time.monotonic()
+            elif time.monotonic() - since > stall:
+                return got
+            await asyncio.sleep(0.01)
+
+    return wait
+
+
+class LineCounter:
+    """Lines of a file that only grows, read from where the last call stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self._lines = 0
+
+    def __call__(self) -> int:
+        """Lines in the file so far (0 while it does not exist)."""
+        try:
+            with self._path.open("rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return 0
+        self._offset += len(data)
+        self._lines += data.count(b"\n")
+        return self._lines
 
 
 def file_writer(path: Path) -> Callable[[list[bytes]], Any]:
