@@ -1,4 +1,12 @@
-"""The syslog sink: RFC 5424 messages over UDP, TCP or TLS (RFC 5425/6587).
+"""The syslog sink: RFC 5424 messages over UDP, TCP, TLS (RFC 5425/6587) or RELP.
+
+Transports (``transport``): ``udp``; ``tcp`` and ``tls`` with octet counting,
+where a batch counts as sent once the local kernel took it; ``relp`` and
+``relp_tls`` (rsyslog's RELP, ``sinks.relp``), where the receiver answers every
+message and a batch counts as sent only once each message was confirmed, so a
+receiver that stops mid-stream loses nothing (what it did not confirm is sent
+again). The TLS options (``ca_file``, ``verify``, ``client_cert``,
+``client_key``, ``server_name``) apply to ``tls`` and ``relp_tls``.
 
 Each record becomes one message: ``MSGID`` is ``event`` or ``alert``; the
 structured data ``[bbaudit@32473 id=".." kind=".." action=".."]`` carries the
@@ -23,7 +31,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 import structlog
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from collector.errors import SinkClosedError, SinkError
 from collector.model import Alert, AuditEvent, Record
@@ -31,6 +39,7 @@ from collector.plugins import SINKS, Runtime
 from collector.settings_types import ByteSize, Duration
 from sinks import cef, rfc5424
 from sinks.base import SinkSettings
+from sinks.relp import DEFAULT_WINDOW, RelpTransport
 from sinks.render import render
 from sinks.syslog_transport import (
     StreamTransport,
@@ -44,17 +53,37 @@ log = structlog.get_logger(__name__)
 ALERT_SEVERITY = {"info": 6, "low": 5, "medium": 4, "high": 3, "critical": 2}
 EVENT_SEVERITY = {"failure": 5}
 DEFAULT_EVENT_SEVERITY = 6
+DEFAULT_RELP_PORT = 2514
+TransportName = Literal["udp", "tcp", "tls", "relp", "relp_tls"]
+RELP_TRANSPORTS = ("relp", "relp_tls")
 _LINE_SEPARATORS = (("\u2028", "\\u2028"), ("\u2029", "\\u2029"), ("\x85", "\\u0085"))
 
 
 class SyslogSinkSettings(SinkSettings):
-    """Where and how to send syslog messages; TLS verifies by default."""
+    """Where and how to send syslog messages; TLS verifies by default.
+
+    ``transport`` is ``udp``, ``tcp``, ``tls`` (the default), ``relp`` (RELP
+    over plain TCP) or ``relp_tls`` (RELP over TLS). Only the RELP transports
+    get an answer per message; use them when a receiver restart must not lose
+    a batch. ``port`` defaults to 6514, or 2514 for ``relp``/``relp_tls``.
+    ``relp_window`` is how many RELP messages may await their answer at once.
+    ``ca_file``, ``verify``, ``client_cert``, ``client_key`` and
+    ``server_name`` configure both ``tls`` and ``relp_tls``.
+    """
 
     cef_capable: ClassVar[bool] = True
 
     host: str
-    port: int = Field(default=6514, ge=1, le=65535)
-    transport: Literal["udp", "tcp", "tls"] = "tls"
+    port: int = Field(
+        default=6514,
+        ge=1,
+        le=65535,
+        description="6514, or 2514 for relp/relp_tls when not set",
+    )
+    transport: TransportName = Field(
+        default="tls",
+        description="udp, tcp, tls, relp (acknowledged) or relp_tls (acknowledged)",
+    )
     facility: str = "local0"
     app_name: str = "bbaudit"
     hostname: str | None = None
@@ -69,6 +98,21 @@ class SyslogSinkSettings(SinkSettings):
     max_udp_bytes: ByteSize = Field(default=2048, ge=1024)
     max_stream_bytes: ByteSize = Field(default=64 * 1024, ge=1024)
     timeout: Duration = 10.0
+    relp_window: int = Field(
+        default=DEFAULT_WINDOW,
+        ge=1,
+        le=1024,
+        description="RELP messages sent before their answers arrive",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _relp_port(cls, data: Any) -> Any:
+        """RELP receivers conventionally listen on 2514, not syslog-TLS's 6514."""
+        relp = isinstance(data, dict) and data.get("transport") in RELP_TRANSPORTS
+        if relp and "port" not in data:
+            data = {**data, "port": DEFAULT_RELP_PORT}
+        return data
 
     @field_validator("facility")
     @classmethod
@@ -206,7 +250,7 @@ def _make_transport(name: str, settings: SyslogSinkSettings) -> Transport:
     if settings.transport == "udp":
         return UdpTransport(name, settings.host, settings.port, settings.timeout)
     tls = None
-    if settings.transport == "tls":
+    if settings.transport in ("tls", "relp_tls"):
         if not settings.verify:
             log.warning("syslog.tls_verification_disabled", sink=name)
         tls = make_tls_context(
@@ -214,6 +258,16 @@ def _make_transport(name: str, settings: SyslogSinkSettings) -> Transport:
             ca_file=settings.ca_file,
             client_cert=settings.client_cert,
             client_key=settings.client_key,
+        )
+    if settings.transport in RELP_TRANSPORTS:
+        return RelpTransport(
+            name,
+            settings.host,
+            settings.port,
+            tls=tls,
+            server_name=settings.server_name,
+            timeout=settings.timeout,
+            window=settings.relp_window,
         )
     return StreamTransport(
         name,
@@ -233,5 +287,6 @@ SINKS.register(
     "syslog",
     SyslogSinkSettings,
     _factory,
-    "RFC 5424 syslog over UDP, TCP or TLS with octet counting; JSON or CEF messages",
+    "RFC 5424 syslog over UDP, TCP/TLS (octet counting) or acknowledged RELP;"
+    " JSON or CEF messages",
 )

@@ -2,14 +2,16 @@
 
 ``rsyslog`` (fixture) starts ``rsyslogd -n`` with a config of ours on free
 loopback ports: UDP, plain TCP and TLS (ossl driver, anonymous client auth)
-TCP; rsyslog detects octet-counted framing on its own. Each received message
-is written twice: raw (``%rawmsg%``, one per line) and as rsyslog parsed it
-(``APP-NAME MSGID STRUCTURED-DATA``), so tests can count lines and check that
-rsyslog read our messages as RFC 5424. ``stop()``/``start()`` stop rsyslogd
-gracefully (SIGTERM: it writes out what it read) and start it again on the
-same ports, for outage tests. The PKI (``pki``, one per session) is
-made with the ``openssl`` CLI: a CA, a server certificate for ``localhost`` and
-127.0.0.1, and a second, unrelated CA. Needs tests/infra/install_rsyslog.sh.
+TCP, where rsyslog detects octet-counted framing on its own, and RELP (imrelp)
+plain and over TLS (librelp with OpenSSL, server certificate only). Each
+received message is written twice: raw (``%rawmsg%``, one per line) and as
+rsyslog parsed it (``APP-NAME MSGID STRUCTURED-DATA``), so tests can count
+lines and check that rsyslog read our messages as RFC 5424.
+``stop()``/``start()`` stop rsyslogd gracefully (SIGTERM: it writes out what it
+read) and start it again on the same ports, for outage tests. The PKI (``pki``,
+one per session) is made with the ``openssl`` CLI: a CA, a server certificate
+for ``localhost`` and 127.0.0.1, and a second, unrelated CA. Needs
+tests/infra/install_rsyslog.sh.
 
 Import the fixtures into a test module: ``from tests.syslog_receivers import
 pki, rsyslog``.
@@ -37,6 +39,7 @@ global(workDirectory="{work}" maxMessageSize="256k"
        defaultNetstreamDriverKeyFile="{key}")
 module(load="imudp")
 module(load="imtcp" maxSessions="200")
+module(load="imrelp" tls.tlslib="openssl")
 template(name="raw" type="string" string="%rawmsg%\\n")
 template(name="parsed" type="string"
          string="%app-name% %msgid% %structured-data%\\n")
@@ -52,6 +55,9 @@ input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="main")
 input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="main")
 input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="main"
       streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="anon")
+input(type="imrelp" address="127.0.0.1" port="{relp}" ruleset="main")
+input(type="imrelp" address="127.0.0.1" port="{relp_tls}" ruleset="main"
+      tls="on" tls.cacert="{ca}" tls.mycert="{cert}" tls.myprivkey="{key}")
 """
 
 
@@ -72,6 +78,8 @@ class Rsyslog:
     udp_port: int
     tcp_port: int
     tls_port: int
+    relp_port: int
+    relp_tls_port: int
     raw_file: Path
     parsed_file: Path
     pki: Pki
@@ -174,7 +182,10 @@ def configure_rsyslog(work: Path, pki: Pki) -> Rsyslog:
     For callers outside pytest (e.g. bench): ``start()``, then ``stop()``.
     """
     udp, tcp, tls = _free_port(socket.SOCK_DGRAM), _free_port(), _free_port()
-    receiver = Rsyslog(udp, tcp, tls, work / "raw.log", work / "parsed.log", pki, work)
+    relp, relp_tls = _free_port(), _free_port()
+    receiver = Rsyslog(
+        udp, tcp, tls, relp, relp_tls, work / "raw.log", work / "parsed.log", pki, work
+    )
     (work / "rsyslog.conf").write_text(
         _CONFIG.format(
             work=work,
@@ -187,6 +198,8 @@ def configure_rsyslog(work: Path, pki: Pki) -> Rsyslog:
             udp=udp,
             tcp=tcp,
             tls=tls,
+            relp=relp,
+            relp_tls=relp_tls,
         )
     )
     return receiver
@@ -205,7 +218,13 @@ def _wait_ready(
         if process.poll() is not None:
             output = (work / "rsyslogd.out").read_text(errors="replace")
             pytest.fail(f"rsyslogd exited with {process.returncode}: {output}")
-        if _accepts(receiver.tcp_port) and _accepts(receiver.tls_port):
+        ports = (
+            receiver.tcp_port,
+            receiver.tls_port,
+            receiver.relp_port,
+            receiver.relp_tls_port,
+        )
+        if all(_accepts(port) for port in ports):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.sendto(probe, ("127.0.0.1", receiver.udp_port))
             if probe_file.exists() and probe_file.stat().st_size > seen:
