@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.__main__ import bench_hec, bench_kafka, bench_syslog, report
+from bench.__main__ import report
+from bench.drivers import bench_hec, bench_kafka, bench_syslog
 from bench.pipeline_bench import Result
 
 EVENTS = 2_000
