@@ -26,14 +26,16 @@ import contextlib
 import hashlib
 import re
 import ssl
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 
 from collector.errors import SinkError, SinkUnavailableError
 
 log = structlog.get_logger(__name__)
+
+Answer = Callable[["Reply | None"], None]
 
 DEFAULT_WINDOW = 128
 MAX_TXNR = 999_999_999
@@ -171,8 +173,10 @@ def _number(field: bytearray, name: str) -> int:
 class _Session:
     """One open RELP connection: numbers requests and matches their answers.
 
-    A reader task resolves each request's future with its ``Reply``, or with
-    None once the session is lost (``lost`` says why); it never raises.
+    A reader task calls each request's ``on_answer`` with its ``Reply``, or
+    with None once the session is lost (``lost`` says why); it never raises.
+    Callbacks, not futures: a batch has thousands of requests in flight, and
+    waiting on that many futures costs more than the protocol itself.
     """
 
     def __init__(
@@ -187,21 +191,29 @@ class _Session:
         self._reader = reader
         self._writer = writer
         self._txnr = 0
-        self._pending: dict[int, asyncio.Future[Reply | None]] = {}
+        self._pending: dict[int, Answer] = {}
         self._task = asyncio.create_task(self._read_loop())
 
-    def request(self, command: bytes, data: bytes) -> asyncio.Future[Reply | None]:
-        """Write one request; its future gets the answer (None if lost)."""
+    def request(self, command: bytes, data: bytes, on_answer: Answer) -> None:
+        """Write one request; ``on_answer`` gets its reply (None if lost)."""
+        if self.lost is not None:
+            on_answer(None)
+            return
+        self._txnr = self._txnr % MAX_TXNR + 1
+        self._pending[self._txnr] = on_answer
+        self._writer.write(encode_frame(self._txnr, command, data))
+
+    def ask(self, command: bytes, data: bytes) -> asyncio.Future[Reply | None]:
+        """Write one request; the future gets its reply (None if lost)."""
         future: asyncio.Future[Reply | None] = (
             asyncio.get_running_loop().create_future()
         )
-        if self.lost is not None:
-            future.set_result(None)
-            return future
-        self._txnr = self._txnr % MAX_TXNR + 1
-        self._pending[self._txnr] = future
-        self._writer.write(encode_frame(self._txnr, command, data))
 
+        def answered(reply: Reply | None) -> None:
+            if not future.done():
+                future.set_result(reply)
+
+        self.request(command, data, answered)
         return future
 
     async def drain(self) -> None:
@@ -234,9 +246,7 @@ class _Session:
         # Parsed before the request leaves ``_pending``: a bad answer must
         # leave it there for ``lose`` to resolve.
         reply = parse_reply(frame.data)
-        future = self._pending.pop(frame.txnr)
-        if not future.done():
-            future.set_result(reply)
+        self._pending.pop(frame.txnr)(reply)
 
     def lose(self, reason: str, *, ours: bool = False) -> None:
         """Mark the session unusable: every open request is answered None."""
@@ -248,9 +258,8 @@ class _Session:
                     "relp.session_lost", reason=reason, unanswered=len(self._pending)
                 )
         pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_result(None)
+        for on_answer in pending.values():
+            on_answer(None)
         self._writer.close()
 
     async def aclose(self, *, polite: bool) -> None:
@@ -258,7 +267,7 @@ class _Session:
         if polite and self.lost is None:
             with contextlib.suppress(OSError, TimeoutError):
                 self._closing = True
-                answer = self.request(b"close", b"")
+                answer = self.ask(b"close", b"")
                 await self.drain()
                 # A polite close is a courtesy: a slow receiver must not hold
                 # our shutdown for the whole timeout.
@@ -273,11 +282,29 @@ class _Session:
 
 @dataclass(slots=True)
 class _Tally:
-    """What the answers to one batch said."""
+    """What the answers to one batch said so far."""
 
-    acked: list[int]
-    refused: list[Reply]
+    acked: list[int] = field(default_factory=list)
+    refused: list[Reply] = field(default_factory=list)
     unanswered: int = 0
+    waiting: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def answer_for(self, index: int) -> Answer:
+        """The callback that files the answer to message ``index``."""
+        self.waiting += 1
+
+        def answered(reply: Reply | None) -> None:
+            self.waiting -= 1
+            if reply is None:
+                self.unanswered += 1
+            elif reply.code == 200:
+                self.acked.append(index)
+            else:
+                self.refused.append(reply)
+            self.changed.set()
+
+        return answered
 
 
 class RelpTransport:
@@ -353,46 +380,32 @@ class RelpTransport:
 
     async def _exchange(self, session: _Session, messages: list[bytes]) -> _Tally:
         """Send with at most ``window`` unanswered; collect every answer."""
-        tally = _Tally(acked=[], refused=[])
-        waiting: dict[asyncio.Future[Reply | None], int] = {}
+        tally = _Tally()
         for index, message in enumerate(messages):
-            if len(waiting) >= self._window:
+            if tally.waiting >= self._window:
                 await session.drain()
-                await self._collect(waiting, tally, everything=False)
+                await self._await_answers(tally, self._window - 1)
             if session.lost is not None:
                 tally.unanswered += len(messages) - index
                 break
-            waiting[session.request(b"syslog", message)] = index
+            session.request(b"syslog", message, tally.answer_for(index))
         await session.drain()
-        await self._collect(waiting, tally, everything=True)
+        await self._await_answers(tally, 0)
 
         return tally
 
-    async def _collect(
-        self,
-        waiting: dict[asyncio.Future[Reply | None], int],
-        tally: _Tally,
-        *,
-        everything: bool,
-    ) -> None:
-        """Take answers: the next one, or all; ``TimeoutError`` if none comes."""
-        while waiting:
-            done, _ = await asyncio.wait(
-                waiting, timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                raise TimeoutError(f"no relp answer within {self._timeout} s")
-            for future in done:
-                index = waiting.pop(future)
-                reply = future.result()
-                if reply is None:
-                    tally.unanswered += 1
-                elif reply.code == 200:
-                    tally.acked.append(index)
-                else:
-                    tally.refused.append(reply)
-            if not everything:
-                return
+    async def _await_answers(self, tally: _Tally, until: int) -> None:
+        """Wait until at most ``until`` answers are missing.
+
+        Raises ``TimeoutError`` when ``timeout`` passes without any answer.
+        """
+        while tally.waiting > until:
+            tally.changed.clear()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await tally.changed.wait()
+            except TimeoutError:
+                raise TimeoutError(f"no relp answer within {self._timeout} s") from None
 
     async def _connected(self) -> _Session:
         """The open session, or a new one once the last was lost."""
@@ -419,7 +432,7 @@ class RelpTransport:
 
     async def _open(self, session: _Session) -> None:
         """Send ``open``; a refusal or a receiver without ``syslog`` is permanent."""
-        answer = session.request(b"open", OFFERS)
+        answer = session.ask(b"open", OFFERS)
         await session.drain()
         reply = await asyncio.wait_for(answer, self._timeout)
         if reply is None:
