@@ -262,6 +262,11 @@ class _Session:
             on_answer(None)
         self._writer.close()
 
+    def abort(self) -> None:
+        """Lose the session and stop its reader now, without waiting."""
+        self.lose("dropped by us", ours=True)
+        self._task.cancel()
+
     async def aclose(self, *, polite: bool) -> None:
         """Close; if ``polite``, send ``close`` and wait for its answer first."""
         if polite and self.lost is None:
@@ -340,9 +345,17 @@ class RelpTransport:
         """
         digests = [_digest(m) for m in messages]
         todo = [i for i, d in enumerate(digests) if d not in self._confirmed]
+        sent = [digests[i] for i in todo]
+        tally = _Tally()
         try:
             session = await self._connected()
-            tally = await self._exchange(session, [messages[i] for i in todo])
+            await self._exchange(session, [messages[i] for i in todo], tally)
+        except asyncio.CancelledError:
+            # Cancelled by the caller's deadline: answers still on their way
+            # would land on a session nobody tallies; start afresh next time.
+            self._remember(tally, sent)
+            self._drop()
+            raise
         except ssl.SSLCertVerificationError as exc:
             await self._abort()
             raise SinkError(
@@ -351,23 +364,26 @@ class RelpTransport:
                 retriable=False,
             ) from exc
         except (OSError, TimeoutError, EOFError) as exc:
+            self._remember(tally, sent)
             await self._abort()
             raise SinkUnavailableError(
                 f"relp send failed: {exc!r}", sink=self._sink
             ) from exc
 
-        self._settle(
-            tally, [digests[i] for i in todo], skipped=len(messages) - len(todo)
-        )
+        self._settle(tally, sent, skipped=len(messages) - len(todo))
 
-    def _settle(self, tally: _Tally, digests: list[bytes], *, skipped: int) -> None:
-        """Remember what was confirmed; raise unless everything was."""
-        if not tally.refused and not tally.unanswered:
-            self._confirmed.clear()
-            return
+    def _remember(self, tally: _Tally, digests: list[bytes]) -> None:
+        """Keep the digests of confirmed messages so a resend skips them."""
         if len(self._confirmed) + len(tally.acked) > _MAX_REMEMBERED:
             self._confirmed.clear()
         self._confirmed.update(digests[i] for i in tally.acked)
+
+    def _settle(self, tally: _Tally, digests: list[bytes], *, skipped: int) -> None:
+        """Forget or remember what was confirmed; raise unless everything was."""
+        if not tally.refused and not tally.unanswered:
+            self._confirmed.clear()
+            return
+        self._remember(tally, digests)
         lost = self._session.lost if self._session is not None else None
         first = tally.refused[0] if tally.refused else None
         raise SinkUnavailableError(
@@ -378,9 +394,10 @@ class RelpTransport:
             sink=self._sink,
         )
 
-    async def _exchange(self, session: _Session, messages: list[bytes]) -> _Tally:
+    async def _exchange(
+        self, session: _Session, messages: list[bytes], tally: _Tally
+    ) -> None:
         """Send with at most ``window`` unanswered; collect every answer."""
-        tally = _Tally()
         for index, message in enumerate(messages):
             if tally.waiting >= self._window:
                 await session.drain()
@@ -391,8 +408,6 @@ class RelpTransport:
             session.request(b"syslog", message, tally.answer_for(index))
         await session.drain()
         await self._await_answers(tally, 0)
-
-        return tally
 
     async def _await_answers(self, tally: _Tally, until: int) -> None:
         """Wait until at most ``until`` answers are missing.
@@ -447,6 +462,12 @@ class RelpTransport:
         session, self._session = self._session, None
         if session is not None:
             await session.aclose(polite=True)
+
+    def _drop(self) -> None:
+        """Drop the session at once, without waiting (for a cancelled send)."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.abort()
 
     async def _abort(self) -> None:
         """Drop the session without ``close``: its answers can no longer be trusted."""

@@ -1,5 +1,7 @@
 """Syslog transports: UDP datagrams, and TCP or TLS streams with octet counting.
 
+(RELP, the acknowledged transport, lives in ``sinks.relp``.)
+
 Every frame carries exactly one message: a UDP datagram is one message, and on
 a stream each message is framed as ``LEN SP MSG`` (RFC 6587 octet counting,
 RFC 5425 for TLS), so a line break inside a message can never split it.
@@ -136,10 +138,11 @@ class StreamTransport:
         """Write all frames and drain; any failure closes the connection.
 
         A batch cut off in the middle is resent whole by the caller, so a
-        receiver may see its first messages twice (at-least-once).
+        receiver may see its first messages twice (at-least-once). Returning
+        means the local kernel took the bytes, not that the receiver read them:
+        one that dies with them unread loses them. ``sinks.relp`` (``transport:
+        relp``/``relp_tls``) is the acknowledged alternative.
         """
-        # TODO: application-level acks (RELP), matters when a receiver dies after
-        # the kernel took our bytes: TCP/TLS syslog cannot tell, so those are lost.
         payload = b"".join(octet_frame(m) for m in messages)
         try:
             writer = await self._connected()

@@ -474,3 +474,23 @@ async def test_txnr_wraps_to_one() -> None:
 def _ids(receiver: Rsyslog) -> list[str]:
     lines = [line.encode() for line in receiver.lines()]
     return [m.group(1).decode() for line in lines if (m := _ID.search(line))]
+
+
+async def test_cancelled_send_starts_a_new_session() -> None:
+    """A send cancelled by the caller's deadline leaves no stale session behind."""
+
+    def behaviour(number: int, txnr: int, message: bytes) -> bytes | None:
+        return None if number == 1 else rsp(txnr)
+
+    server = await started(behaviour)
+    sink = make_sink(server.port, timeout=5)
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await sink.send([make_event(1)])
+        await sink.send([make_event(1), make_event(2)])
+    finally:
+        await server.aclose()
+
+    assert server.connections == 2
+    assert server.ids() == ["ev-000001", "ev-000001", "ev-000002"]
