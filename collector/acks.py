@@ -5,6 +5,10 @@ Batches of one source are numbered in the order they were read. Each batch
 waits for a known number of sink acknowledgements; when it has them all it is
 done, and the checkpoint of the longest run of done batches from the oldest
 pending one is committed together with their event ids (the dedupe set).
+
+Without a ``CommitWriter`` the commit is written at once; with one (as the
+pipeline runs) it is grouped with others and lands a little later. Either way
+the ids count as in flight until it has landed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.commits import CommitWriter
 from collector.state import StateStore
 
 
@@ -36,12 +41,16 @@ class AckTracker:
     """Commits checkpoints in read order once all sinks acknowledged."""
 
     def __init__(
-        self, store: StateStore, on_commit: Callable[[str, int], None] | None = None
+        self,
+        store: StateStore,
+        on_commit: Callable[[str, int], None] | None = None,
+        writer: CommitWriter | None = None,
     ) -> None:
         self._store = store
         self._sources: dict[str, _SourceQueue] = {}
         self._in_flight: set[str] = set()
         self._on_commit = on_commit
+        self._writer = writer
 
     def open(
         self, source: str, checkpoint: Any, event_ids: list[str], waiting: int
@@ -90,9 +99,18 @@ class AckTracker:
         for batch in batches:
             if batch.checkpoint is not None:
                 checkpoint = batch.checkpoint
-        seen = [(event_id, source) for b in batches for event_id in b.event_ids]
+        ids = [event_id for batch in batches for event_id in batch.event_ids]
+        if self._writer is not None:
+            self._writer.add(source, checkpoint, ids, len(batches))
+            return
+
+        seen = [(event_id, source) for event_id in ids]
         self._store.commit({source: checkpoint} if checkpoint is not None else {}, seen)
-        for event_id, _ in seen:
+        self.landed(source, ids, len(batches))
+
+    def landed(self, source: str, event_ids: list[str], batches: int) -> None:
+        """A commit is on disk: its ids leave the in-flight set."""
+        for event_id in event_ids:
             self._in_flight.discard(event_id)
         if self._on_commit is not None:
-            self._on_commit(source, len(batches))
+            self._on_commit(source, batches)

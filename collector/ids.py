@@ -9,13 +9,8 @@ from typing import Any
 import orjson
 
 
-def _blank_to_none(value: Any) -> Any:
-    # Atlassian sends "" where a field is absent; both must hash the same.
-    return None if value == "" else value
-
-
 def _items(value: Any, keys: tuple[str, ...]) -> list[list[Any]]:
-    if not isinstance(value, list):
+    if not value or not isinstance(value, list):
         return []
     # Inlined _blank_to_none: this runs for every record on the hot path.
     return [
@@ -23,6 +18,21 @@ def _items(value: Any, keys: tuple[str, ...]) -> list[list[Any]]:
         for item in value
         if type(item) is dict or isinstance(item, Mapping)
     ]
+
+
+def _prefix(instance: str) -> Any:
+    """A sha256 state that has already taken ``instance`` and the separator."""
+    state = _PREFIXES.get(instance)
+    if state is None:
+        state = hashlib.sha256(instance.encode() + b"\x00")
+        if len(_PREFIXES) < _MAX_PREFIXES:
+            _PREFIXES[instance] = state
+    return state
+
+
+# One entry per configured instance name; the cap only guards odd callers.
+_PREFIXES: dict[str, Any] = {}
+_MAX_PREFIXES = 256
 
 
 def dc_event_id(instance: str, record: Mapping[str, Any], epoch_ns: int) -> str:
@@ -34,28 +44,30 @@ def dc_event_id(instance: str, record: Mapping[str, Any], epoch_ns: int) -> str:
     carries (uri, avatarUri, area, level, version) are out too, so the REST entity
     and the file line of one event give the same id.
     """
-    type_block = record.get("type") or record.get("auditType") or {}
-    author = record.get("author") or {}
+    get = record.get
+    type_block = get("type") or get("auditType") or {}
+    author = get("author") or {}
     if not isinstance(author, Mapping):
         author = {"id": author}
     action = None
     if isinstance(type_block, Mapping):
         action = type_block.get("actionI18nKey") or type_block.get("action")
 
+    # Atlassian sends "" where a field is absent; both must hash the same.
     identity = [
-        _blank_to_none(record.get("system")),
-        _blank_to_none(record.get("node")),
-        _blank_to_none(author.get("id")),
-        _blank_to_none(author.get("name")),
+        None if (system := get("system")) == "" else system,
+        None if (node := get("node")) == "" else node,
+        None if (author_id := author.get("id")) == "" else author_id,
+        None if (author_name := author.get("name")) == "" else author_name,
         action,
         epoch_ns,
-        _items(record.get("affectedObjects"), ("type", "id", "name")),
-        _items(record.get("changedValues"), ("i18nKey", "key", "from", "to")),
-        _items(record.get("extraAttributes"), ("nameI18nKey", "name", "value")),
-        _blank_to_none(record.get("source")),
-        _blank_to_none(record.get("method")),
+        _items(get("affectedObjects"), ("type", "id", "name")),
+        _items(get("changedValues"), ("i18nKey", "key", "from", "to")),
+        _items(get("extraAttributes"), ("nameI18nKey", "name", "value")),
+        None if (source := get("source")) == "" else source,
+        None if (method := get("method")) == "" else method,
     ]
 
-    canonical = orjson.dumps(identity)
-    digest = hashlib.sha256(instance.encode() + b"\x00" + canonical).hexdigest()
-    return f"dc-{digest[:32]}"
+    digest = _prefix(instance).copy()
+    digest.update(orjson.dumps(identity))
+    return f"dc-{digest.hexdigest()[:32]}"

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from collector.acks import AckTracker
+from collector.commits import CommitWriter
 from collector.config import PipelineSettings
 from collector.metrics import Metrics
 from collector.model import Alert, AuditEvent, Record
@@ -91,7 +92,13 @@ class Pipeline:
         self._queue: asyncio.Queue[SourceBatch | None] = asyncio.Queue(
             settings.queue_batches
         )
-        self._tracker = AckTracker(store, self._count_commit)
+        self._commits = CommitWriter(
+            store,
+            self._landed,
+            max_delay=settings.commit_interval,
+            max_ids=settings.commit_max_ids,
+        )
+        self._tracker = AckTracker(store, self._count_commit, self._commits)
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -156,6 +163,7 @@ class Pipeline:
         housekeeping.cancel()
         processor.cancel()
         await asyncio.gather(processor, housekeeping, return_exceptions=True)
+        await self._commits.aclose()
         for channel in self.channels:
             await channel.aclose()
         if self._detector is not None:
@@ -262,6 +270,9 @@ class Pipeline:
         if self._on_alert is not None:
             for alert in alerts:
                 self._on_alert(alert)
+
+    def _landed(self, source: str, event_ids: list[str], batches: int) -> None:
+        self._tracker.landed(source, event_ids, batches)
 
     def _count_commit(self, source: str, batches: int) -> None:
         self._metrics.checkpoint_commits.labels(source).inc()

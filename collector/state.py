@@ -3,8 +3,9 @@ namespaced key-value table for detection state and caches.
 
 One file under ``state_dir``; WAL mode so a crash loses at most the last
 uncommitted transaction, never corrupts the file. Calls are synchronous: each is
-one small transaction on local disk (well under a millisecond), cheaper than a
-hop to a thread.
+one small transaction on local disk. The pipeline's checkpoint commits are the
+exception: ``collector.commits`` groups them and writes them from a thread of
+its own, over a second connection (WAL lets readers go on meanwhile).
 """
 
 from __future__ import annotations
@@ -43,15 +44,21 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 SCHEMA_VERSION = "1"
+_BUSY_TIMEOUT_MS = 30_000
 
 
 class StateStore:
     """Checkpoints, seen event ids and key-value state in one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, check_same_thread: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=check_same_thread
+        )
+        # Two connections write (the loop's and the commit thread's): a writer
+        # waits for the other's transaction instead of failing at once.
+        self._db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)

@@ -129,15 +129,22 @@ class Batcher:
         """Move records of one submission; True if all of it went in."""
         start = submission.taken
         records = submission.records
-        while submission.taken < len(records):
-            if len(batch.records) >= self.max_records:
+        end = min(len(records), start + self.max_records - len(batch.records))
+        size_so_far = batch.bytes
+        taken = start
+        # A batch always takes its first record, however big, or it would
+        # never move; after that the byte limit closes it.
+        filled = len(batch.records) > 0
+        for record in records[start:end]:
+            size = estimate_size(record)
+            if filled and size_so_far + size > self.max_bytes:
                 break
-            size = estimate_size(records[submission.taken])
-            if batch.records and batch.bytes + size > self.max_bytes:
-                break
-            batch.records.append(records[submission.taken])
-            batch.bytes += size
-            submission.taken += 1
-        if submission.taken > start:
-            batch.parts.append((submission, submission.taken - start))
+            size_so_far += size
+            taken += 1
+            filled = True
+        if taken > start:
+            batch.records.extend(records[start:taken])
+            batch.bytes = size_so_far
+            batch.parts.append((submission, taken - start))
+            submission.taken = taken
         return submission.taken == len(records)

@@ -130,10 +130,11 @@ def _actor(author: Any, attributes: Mapping[str, str]) -> Actor:
         return Actor(kind="unknown")
     name = text_field(author.get("name"))
     raw_type = text_field(author.get("type"))
+    actor_id = text_field(author.get("id"))
     return Actor(
         name=name,
-        id=text_field(author.get("id")),
-        kind=_actor_kind(name, raw_type, text_field(author.get("id"))),
+        id=actor_id,
+        kind=_actor_kind(name, raw_type, actor_id),
         raw_type=raw_type,
         auth_method=attributes.get("Authentication method"),
     )

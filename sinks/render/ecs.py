@@ -82,15 +82,31 @@ def event_to_ecs(event: AuditEvent, *, original: bool = False) -> dict[str, Any]
     return document
 
 
+def _rows_by_context_key() -> dict[str, tuple[tuple[str, str], ...]]:
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for key, name, target in CONTEXT_TO_ECS:
+        rows.setdefault(key, []).append((name, target))
+    return {key: tuple(pairs) for key, pairs in rows.items()}
+
+
+# CONTEXT_TO_ECS grouped by context key, in table order: an event carries only
+# a few context keys, so the walk starts from those instead of every row.
+_ROWS_BY_KEY = _rows_by_context_key()
+
+
 def add_context(document: dict[str, Any], context: dict[str, Any]) -> None:
     """Copy enrichment context into ECS fields following ``CONTEXT_TO_ECS``."""
-    for key, name, target in CONTEXT_TO_ECS:
+    if not context:
+        return
+    for key, rows in _ROWS_BY_KEY.items():
         block = context.get(key)
         if block is None:
             continue
-        value = block.get(name) if name and isinstance(block, dict) else block
-        if value not in (None, [], {}):
-            put(document, target, value)
+        is_dict = isinstance(block, dict)
+        for name, target in rows:
+            value = block.get(name) if name and is_dict else block
+            if value not in (None, [], {}):
+                put(document, target, value)
 
 
 def _message(event: AuditEvent) -> str:
