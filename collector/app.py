@@ -23,6 +23,7 @@ from collector.pipeline import Channel, Pipeline, PipelineStats
 from collector.plugins import DETECTORS, ENRICHERS, SINKS, SOURCES, Runtime
 from collector.stages import Detector, Enricher, Source
 from collector.state import StateStore
+from collector.state_lock import StateDirLock
 
 log = structlog.get_logger(__name__)
 
@@ -159,9 +160,20 @@ async def run_service(
     ``gc_tuning`` freezes what start-up loaded (see ``tune_gc``); only for a
     process that runs the service once, as the CLI does.
     """
-    service = build_service(
-        settings, metrics=metrics, on_alert=on_alert, extra_sources=extra_sources
-    )
+    lock = StateDirLock(settings.state_dir)
+    lock.acquire()
+    try:
+        service = build_service(
+            settings, metrics=metrics, on_alert=on_alert, extra_sources=extra_sources
+        )
+        return await _run_built(service, settings, follow=follow, gc_tuning=gc_tuning)
+    finally:
+        lock.release()
+
+
+async def _run_built(
+    service: Service, settings: AppSettings, *, follow: bool, gc_tuning: bool
+) -> PipelineStats:
     pipeline = service.pipeline
     _install_signal_handlers(pipeline)
     health = await _start_health(settings, service)

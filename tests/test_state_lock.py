@@ -1,0 +1,98 @@
+"""One running bbaudit per state directory (collector.state_lock)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from collector.cli import EXIT_FAILED, main
+from collector.state_lock import LOCK_NAME, StateDirLock
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from collector.state_lock import StateDirLock
+StateDirLock(Path(sys.argv[1])).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_second_holder_is_refused_with_the_first_pid(tmp_path: Path) -> None:
+    """A second lock on the same directory fails with EBUSY and names the holder."""
+    first = StateDirLock(tmp_path)
+    first.acquire()
+    try:
+        with pytest.raises(OSError) as refused:
+            StateDirLock(tmp_path).acquire()
+    finally:
+        first.release()
+
+    assert refused.value.errno == errno.EBUSY
+    assert f"pid {os.getpid()}" in str(refused.value)
+
+
+def test_released_lock_can_be_taken_again(tmp_path: Path) -> None:
+    """After release (a clean stop) the next run takes the lock."""
+    first = StateDirLock(tmp_path)
+    first.acquire()
+    first.release()
+    first.release()  # idempotent
+
+    second = StateDirLock(tmp_path)
+    second.acquire()
+    second.release()
+
+
+def _holder(state_dir: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(state_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_cli_refuses_a_state_dir_in_use_then_runs_after_kill_9(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bbaudit run` exits 1 naming the other process; a killed holder frees it."""
+    state_dir = tmp_path / "state"
+    config = tmp_path / "bbaudit.yaml"
+    config.write_text(
+        f"state_dir: {state_dir}\n"
+        "http: {enabled: false}\n"
+        "sinks:\n"
+        f"  - {{kind: file, name: out, path: {tmp_path / 'out.jsonl'}}}\n"
+    )
+    holder = _holder(state_dir)
+    try:
+        refused = main(["run", "-c", str(config), "--once"])
+        message = capsys.readouterr().err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    deadline = time.monotonic() + 5
+    ran = main(["run", "-c", str(config), "--once"])
+    while ran != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        ran = main(["run", "-c", str(config), "--once"])
+
+    assert refused == EXIT_FAILED
+    assert f"pid {holder.pid}" in message
+    assert "in use by another bbaudit process" in message
+    assert ran == 0
+    assert (state_dir / LOCK_NAME).exists()
