@@ -72,7 +72,8 @@ def report(results: list[tuple[Result, Result]]) -> None:
     """Print one line per sink: rates, ratio, target, arrival, RSS, stages."""
     header = (
         f"{'sink':<7}{'events':>9}{'full ev/s':>11}{'min ev/s':>11}{'ratio':>7}"
-        f"{'target':>8}{'arrived':>9}{'RSS@100k':>10}{'RSS end':>9}  stages"
+        f"{'target':>8}{'arrived':>9}{'RSS@100k':>10}{'RSS@half':>10}{'RSS end':>9}"
+        "  stages"
     )
     print(header)
     for full, minimal in results:
@@ -80,7 +81,8 @@ def report(results: list[tuple[Result, Result]]) -> None:
         print(
             f"{full.label:<7}{full.events:>9}{full.rate:>11.0f}{minimal.rate:>11.0f}"
             f"{ratio:>7.2f}{target(full):>8}{arrived(full, minimal):>9}"
-            f"{full.rss_at_mark:>9.0f}M{full.rss_peak:>8.0f}M  {full.extras}"
+            f"{full.rss_at_mark:>9.0f}M{full.rss_at_half:>9.0f}M"
+            f"{full.rss_peak:>8.0f}M  {full.extras}"
         )
 
 
@@ -121,15 +123,16 @@ def markdown(
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         "",
         "| sink | events | full ev/s | minimal ev/s | ratio | target | arrived "
-        "| peak RSS @100k | peak RSS end | stages |",
-        "|---|---:|---:|---:|---:|---|---|---:|---:|---|",
+        "| peak RSS @100k | peak RSS @half | peak RSS end | stages |",
+        "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|",
     ]
     for full, minimal in results:
         ratio = full.rate / minimal.rate if minimal.rate else 0.0
         lines.append(
             f"| {full.label} | {full.events} | {full.rate:.0f} | {minimal.rate:.0f} "
             f"| {ratio:.2f} | {target(full)} | {arrived(full, minimal)} "
-            f"| {full.rss_at_mark:.0f} MiB | {full.rss_peak:.0f} MiB "
+            f"| {full.rss_at_mark:.0f} MiB | {full.rss_at_half:.0f} MiB "
+            f"| {full.rss_peak:.0f} MiB "
             f"| {full.extras} |"
         )
     return "\n".join(lines) + "\n"

@@ -153,6 +153,9 @@ class Result:
     extras: str = ""
     sent: int = 0
     arrived: int | None = None  # None: the receiver was not asked
+    # Peak RSS once half the events were read: against rss_peak it shows
+    # whether memory still grows in the second half of the run.
+    rss_at_half: float = 0.0
 
     @property
     def complete(self) -> bool:
@@ -229,6 +232,8 @@ async def run_pipeline(
         def progress(read: int) -> None:
             if read >= RSS_MARK and "mark" not in marks:
                 marks["mark"] = peak_rss_mib()
+            if read >= count // 2 and "half" not in marks:
+                marks["half"] = peak_rss_mib()
 
         tune_gc()  # as run_service does once the stages are loaded
         source = ReplaySource(count, progress, profile)
@@ -248,9 +253,11 @@ async def run_pipeline(
         store.close()
     extras = " ".join([*notes, f"alerts={stats.alerts}"])
     mark = marks.get("mark", 0.0)
-    return Result(
+    result = Result(
         label, stats.new, seconds, mark, peak_rss_mib(), extras, sent, arrived
     )
+    result.rss_at_half = marks.get("half", 0.0)
+    return result
 
 
 async def run_forwarder(
