@@ -236,6 +236,8 @@ _BY_NAME: dict[str, ActionInfo] = {
     "changes pushed to repository": _a("repo.pushed", "repository"),
     # From the access log only (with include_refs): a ref advertisement.
     "refs advertised": _a("repo.refs_advertised", "repository"),
+    # From the access log only: `git archive --remote` or the REST download.
+    "repository archive downloaded": _a("repo.archived", "repository"),
     "repository forked": _a("repo.forked", "repository"),
     "repository change requested": _a("repo.change_requested", "repository"),
     "project created": _a("project.created", "project"),

@@ -326,6 +326,32 @@ def test_actions_per_operation() -> None:
         )
 
 
+def test_archives_over_ssh_and_rest_are_repository_downloads() -> None:
+    """`git archive --remote` and the REST archive download become repo.archived."""
+    ssh = _end("o*R1", _ssh("git-upload-archive", "/proj/my-repo.git"), "", proto="ssh")
+    rest = _end(
+        "o*R2",
+        _http("GET", "/rest/api/latest/projects/PROJ/repos/my-repo/archive?format=zip"),
+        "",
+    )
+    not_a_download = _end(
+        "o*R3", _http("POST", "/rest/api/1.0/projects/PROJ/repos/my-repo/archive"), ""
+    )
+
+    events = [
+        normalize_access_line(line, instance="i", timezone=UTC_ZONE)
+        for line in (ssh, rest, not_a_download)
+    ]
+
+    assert events[2] is None
+    for event, protocol in zip(events[:2], ("ssh", "https"), strict=True):
+        assert event is not None
+        assert event.action == "repo.archived"
+        assert event.target_names("REPOSITORY") == ["PROJ/my-repo"]
+        assert event.context["git"]["operation"] == "archive"
+        assert event.context["git"]["protocol"] == protocol
+
+
 def test_outcomes_and_anonymous_actor() -> None:
     """HTTP non-2xx and SSH non-zero exits fail; '-' is an anonymous actor."""
     http = _end("o*F1", UPLOAD, "clone", status="401", user="-")

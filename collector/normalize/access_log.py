@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 from collector.model import Actor, ActorKind, AuditEvent, Outcome, Target
 
-GitOperationKind = Literal["clone", "shallow_clone", "fetch", "push", "refs"]
+GitOperationKind = Literal["clone", "shallow_clone", "fetch", "push", "refs", "archive"]
 
 _SEPARATOR = " | "
 _HEAD_FIELDS = 6
@@ -45,8 +45,14 @@ _HTTP_GIT = re.compile(
     r"(?:^|/)scm/(?P<project>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?"
     r"/(?P<endpoint>info/refs|git-upload-pack|git-receive-pack)$"
 )
+# Repository content as a zip or tar: `git archive --remote` over SSH, or the
+# REST archive endpoint (the "Download" button) over HTTP.
+_HTTP_ARCHIVE = re.compile(
+    r"(?:^|/)rest/api/(?:latest|1\.0)/projects/(?P<project>[^/]+)"
+    r"/repos/(?P<repo>[^/]+)/archive$"
+)
 _SSH_GIT = re.compile(
-    r"(?P<service>git-upload-pack|git-receive-pack)\s+'/?(?:scm/)?"
+    r"(?P<service>git-upload-pack|git-receive-pack|git-upload-archive)\s+'/?(?:scm/)?"
     r"(?P<project>[^/']+)/(?P<repo>[^/']+?)(?:\.git)?/?'"
 )
 _QUOTED_PAIR = re.compile(r'^"(?P<referrer>[^"]*)" "(?P<agent>.*)"$')
@@ -56,6 +62,7 @@ ACTIONS: dict[str, str] = {
     "shallow_clone": "repo.cloned",
     "fetch": "repo.fetched",
     "push": "repo.pushed",
+    "archive": "repo.archived",
     # Not in the action vocabulary: only emitted with include_refs.
     "refs": "repo.refs_advertised",
 }
@@ -296,6 +303,13 @@ def _http_operation(record: AccessLine) -> GitOperation | None:
         return None
     method, target = parts[0].upper(), parts[1]
     path, _, query = target.partition("?")
+    archive = _HTTP_ARCHIVE.search(unquote(path))
+    if archive is not None:
+        if method != "GET":
+            return None
+        return _operation(
+            "archive", "archive", archive["project"], archive["repo"], "http"
+        )
     match = _HTTP_GIT.search(unquote(path))
     if match is None:
         return None
@@ -319,17 +333,15 @@ def _http_operation(record: AccessLine) -> GitOperation | None:
 
 
 def _ssh_operation(record: AccessLine) -> GitOperation | None:
-    # TODO: git-upload-archive (git archive --remote) is not mapped, matters when
-    # archives are used to pull repository content over SSH.
     match = _SSH_GIT.search(record.action)
     if match is None:
         return None
     service = match["service"]
-    if service == "git-receive-pack":
+    if service == "git-upload-archive":
+        kind: GitOperationKind = "archive"
+    elif service == "git-receive-pack":
         labels = record.labels
-        kind: GitOperationKind = (
-            "refs" if "refs" in labels and "push" not in labels else "push"
-        )
+        kind = "refs" if "refs" in labels and "push" not in labels else "push"
     else:
         kind = _upload_kind(record.labels, default="refs")
     return _operation(kind, service, match["project"], match["repo"], "ssh")

@@ -1,4 +1,4 @@
-"""bb.mass_clone: many repositories cloned or fetched by one actor."""
+"""bb.mass_clone: many repositories cloned, fetched or archived by one actor."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ class MassClone(BaseRule):
         id="bb.mass_clone",
         name="Mass repository clone by one actor",
         description=(
-            "One actor cloned or fetched many distinct repositories in a short "
-            "window; private or sensitive repositories have a lower threshold."
+            "One actor cloned, fetched or downloaded as an archive many distinct "
+            "repositories in a short window; private or sensitive repositories "
+            "have a lower threshold."
         ),
         severity="medium",
         risk_score=47,
         techniques=("T1213.003", "T1567.001"),
-        consumes=frozenset({"repo.cloned", "repo.fetched"}),
+        consumes=frozenset({"repo.cloned", "repo.fetched", "repo.archived"}),
         limitations=(
             "Data Center does not write clones to the audit log: needs the access "
             "log source. Cloud has no clone events. CI and service accounts clone "
@@ -94,7 +95,7 @@ class MassClone(BaseRule):
             key=user,
             anchor=window.first_id(),
             summary=(
-                f"{user} cloned or fetched {window.distinct} distinct {kind} "
+                f"{user} cloned, fetched or archived {window.distinct} distinct {kind} "
                 f"in {span / 60:g} min"
             ),
             evidence=window.event_ids(self.max_evidence),
