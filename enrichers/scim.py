@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import orjson
 import structlog
 from pydantic import Field, SecretStr
 
 from collector.metrics import Metrics
 from collector.model import AuditEvent
 from collector.plugins import ENRICHERS, Runtime
-from collector.settings_types import Duration, PluginSettings
+from collector.settings_types import ByteSize, Duration, PluginSettings
 from enrichers.context import mark_errors
 from enrichers.identity import (
     DirectoryUser,
@@ -71,6 +72,9 @@ class ScimSettings(PluginSettings):
     preload: bool = False
     refresh_interval: Duration = 3600.0
     page_size: int = Field(default=100, ge=1, le=1000)
+    # A page of 1000 users with their groups is a few MB; a directory (or a
+    # proxy in front of it) that sends more is refused, not buffered whole.
+    max_response_bytes: ByteSize = 16 * 1024 * 1024
 
 
 class ScimUnavailableError(Exception):
@@ -282,17 +286,42 @@ class ScimEnricher:
         client = self._client or self._make_client()
         self._client = client
         try:
-            response = await client.get("Users", params=dict(params))
+            status, headers, body = await self._fetch(client, params)
         except httpx.HTTPError as exc:
             self._failed("transport", open_for=None)
             raise ScimUnavailableError(
                 f"request failed: {type(exc).__name__}"
             ) from None
 
-        return self._read(response)
+        return self._read(status, headers, body)
 
-    def _read(self, response: httpx.Response) -> dict[str, Any]:
-        status = response.status_code
+    async def _fetch(
+        self, client: httpx.AsyncClient, params: Mapping[str, Any]
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """Status, headers and body of ``GET /Users``, the body read up to the cap."""
+        limit = self.settings.max_response_bytes
+        async with client.stream("GET", "Users", params=dict(params)) as response:
+            if response.status_code != 200:
+                # Only the status and Retry-After matter on an error.
+                return response.status_code, response.headers, b""
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                self._too_large(f"content-length {declared}")
+            chunks: list[bytes] = []
+            size = 0
+            # Decoded sizes are counted, so a gzip bomb meets the cap too.
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    self._too_large(f"more than {limit} bytes")
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
+
+    def _too_large(self, detail: str) -> None:
+        self._failed("too_large", open_for=None)
+        raise ScimUnavailableError(f"directory answer too large ({detail})")
+
+    def _read(self, status: int, headers: httpx.Headers, body: bytes) -> dict[str, Any]:
         if status == 404:
             self._breaker.record_success()
             self._requests.labels(enricher=self.name, result="not_found").inc()
@@ -302,24 +331,24 @@ class ScimEnricher:
             self._failed(f"http_{status}", open_for=self.settings.max_backoff)
             raise ScimUnavailableError(f"directory refused the token (HTTP {status})")
         if status == 429:
-            self._failed("http_429", open_for=_retry_after(response, self.settings))
+            self._failed("http_429", open_for=_retry_after(headers, self.settings))
             raise ScimUnavailableError("directory rate limit (HTTP 429)")
         if status != 200:
             self._failed("http_5xx" if status >= 500 else "http_4xx", open_for=None)
             raise ScimUnavailableError(f"directory answered HTTP {status}")
 
         try:
-            body = response.json()
-        except ValueError:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
             self._failed("bad_body", open_for=None)
             raise ScimUnavailableError("directory answer is not JSON") from None
-        if not isinstance(body, dict):
+        if not isinstance(parsed, dict):
             self._failed("bad_body", open_for=None)
             raise ScimUnavailableError("directory answer is not a ListResponse")
 
         self._breaker.record_success()
         self._requests.labels(enricher=self.name, result="ok").inc()
-        return body
+        return parsed
 
     def _failed(self, result: str, *, open_for: float | None) -> None:
         self._requests.labels(enricher=self.name, result=result).inc()
@@ -452,8 +481,8 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _retry_after(response: httpx.Response, settings: ScimSettings) -> float:
-    header = response.headers.get("Retry-After", "")
+def _retry_after(headers: httpx.Headers, settings: ScimSettings) -> float:
+    header = headers.get("Retry-After", "")
     try:
         seconds = float(header)
     except ValueError:

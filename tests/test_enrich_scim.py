@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 import threading
 from collections.abc import Iterator
@@ -54,6 +55,8 @@ class ScimState:
     retry_after: str | None = None
     requests: list[dict[str, list[str]]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
+    padding: int = 0  # bytes of filler added to every 200 answer
+    gzip_body: bool = False  # send the answer gzip-compressed
 
     def answer(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         """The status and ListResponse body for one ``GET /Users``."""
@@ -95,9 +98,14 @@ def _handler(state: ScimState) -> type[BaseHTTPRequestHandler]:
                 status, body = 404, {}
             else:
                 status, body = state.answer(parse_qs(url.query))
+            if status == 200 and state.padding:
+                body["filler"] = " " * state.padding
             payload = orjson.dumps(body)
             self.send_response(status)
             self.send_header("Content-Type", "application/scim+json")
+            if state.gzip_body:
+                payload = gzip.compress(payload)
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Length", str(len(payload)))
             if status == 429 and state.retry_after:
                 self.send_header("Retry-After", state.retry_after)
@@ -299,6 +307,33 @@ async def test_outage_marks_events_and_fails_fast(
     assert len(scim.state.requests) == seen == 1
     errors = metrics.enrichment_errors.labels(enricher="okta")._value.get()
     assert errors == 2
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["declared", "gzip-bomb"])
+async def test_oversized_answer_is_refused_not_buffered(
+    scim: ScimServer, metrics: Metrics, compressed: bool
+) -> None:
+    """An answer over max_response_bytes (even one that only inflates past it)
+    marks the events and is counted; the enricher keeps working."""
+    scim.state.padding = 3 * 1024 * 1024
+    scim.state.gzip_body = compressed
+    enricher = enricher_for(scim, metrics, max_response_bytes="1MiB")
+
+    big = event("alice")
+    await enricher.enrich([big])
+    scim.state.padding = 0
+    after = event("carol")
+    await enricher.enrich([after])
+    await enricher.aclose()
+
+    assert big.context["enrichment_errors"][0].startswith(
+        "okta: directory answer too large"
+    )
+    requests = metrics.counter(
+        "bbaudit_scim_requests_total", "", ["enricher", "result"]
+    )
+    assert requests.labels(enricher="okta", result="too_large")._value.get() == 1
+    assert after.context["identity"]["username"] == "carol"
 
 
 async def test_directory_recovers_after_backoff(
