@@ -17,6 +17,7 @@ clone``, ``fetch``, ``push``, ``refs``) among others (``cache:miss``, ``ssh:id:â
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from structlog.testing import capture_logs
 from collector.metrics import Metrics
 from collector.normalize.access_log import (
     AccessLine,
+    client_address,
     detect_git_operation,
     normalize_access_line,
     parse_access_line,
@@ -512,6 +514,56 @@ async def test_source_pairs_skips_and_rejects(tmp_path: Path, metrics: Metrics) 
     assert _sample(metrics, skipped, {"source": "access", "reason": "not_git"}) == 1
     assert _sample(metrics, skipped, {"source": "access", "reason": "refs"}) == 1
     assert batches[-1].caught_up
+
+
+@pytest.mark.parametrize(
+    ("chain", "client"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("203.0.113.9, 10.1.1.1", "203.0.113.9"),
+        # A forged X-Forwarded-For only adds hops on the left.
+        ("6.6.6.6, 203.0.113.9, 10.1.1.1", "203.0.113.9"),
+        ("6.6.6.6,203.0.113.9,10.1.1.2,10.1.1.1", "203.0.113.9"),
+        ("10.1.1.2, 10.1.1.1", "10.1.1.2"),
+        ("2001:db8::7, fd00::1", "2001:db8::7"),
+    ],
+)
+def test_trusted_proxies_pick_the_hop_before_them(chain: str, client: str) -> None:
+    """The client is the last address of the chain that is not a trusted proxy."""
+    trusted = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
+
+    assert client_address(chain, trusted) == client
+
+
+def test_without_trusted_proxies_the_first_hop_is_the_client() -> None:
+    """With no proxies configured the first address is taken, as before."""
+    assert client_address("6.6.6.6, 203.0.113.9, 10.1.1.1") == "6.6.6.6"
+    assert client_address("-") is None
+
+
+async def test_source_uses_its_trusted_proxies(
+    tmp_path: Path, metrics: Metrics
+) -> None:
+    """trusted_proxies in the config decide the event's source address."""
+    chain = "6.6.6.6, 198.51.100.4, 10.9.0.1"
+    _write(
+        tmp_path,
+        [_line("i*X1", UPLOAD, ip=chain), _end("o*X1", UPLOAD, "clone", ip=chain)],
+    )
+    source, store = _source(tmp_path, metrics, trusted_proxies=["10.9.0.0/16"])
+
+    batches = await _collect(source)
+    store.close()
+
+    assert [e.source_ip for b in batches for e in b.events] == ["198.51.100.4"]
+
+
+def test_trusted_proxies_must_be_networks() -> None:
+    """A proxy entry that is not a CIDR is a settings error."""
+    with pytest.raises(ValidationError, match="trusted_proxies"):
+        AccessLogSettings.model_validate(
+            {"kind": "dc_access_log", "name": "a", "trusted_proxies": ["proxy-1"]}
+        )
 
 
 async def test_unmatched_starts_are_bounded(tmp_path: Path, metrics: Metrics) -> None:

@@ -23,6 +23,7 @@ The timestamp has no zone; the caller says which zone the server logs in.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -110,8 +111,15 @@ class GitOperation:
         return f"{self.project}/{self.repository}"
 
 
-def parse_access_line(line: str) -> AccessLine:
-    """Split one access-log line into fields. Raises ``ValueError``."""
+ProxyNetworks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def parse_access_line(line: str, trusted_proxies: ProxyNetworks = ()) -> AccessLine:
+    """Split one access-log line into fields. Raises ``ValueError``.
+
+    ``trusted_proxies`` picks the client out of a forwarded-for chain (see
+    ``client_address``).
+    """
     text = line.rstrip("\r\n").removesuffix(" |").removesuffix("|").rstrip()
     fields = text.split(_SEPARATOR)
     if len(fields) < _HEAD_FIELDS:
@@ -126,7 +134,7 @@ def parse_access_line(line: str) -> AccessLine:
     rest = fields[_HEAD_FIELDS:]
     details, tail = _split_details(rest) if phase == "end" else _start_details(rest)
     return AccessLine(
-        client_ip=_first_ip(ip),
+        client_ip=client_address(ip, trusted_proxies),
         protocol=_blank(protocol.lower()),
         request_id=request_id,
         phase=phase,
@@ -205,13 +213,14 @@ def normalize_access_line(
     timezone: tzinfo,
     start_line: str | None = None,
     include_refs: bool = False,
+    trusted_proxies: ProxyNetworks = (),
 ) -> AuditEvent | None:
     """One end line -> its audit event; ``None`` for anything that is not one.
 
     Start lines, non-git requests and (unless ``include_refs``) ref
     advertisements give ``None``. Raises ``ValueError`` for a malformed line.
     """
-    record = parse_access_line(line)
+    record = parse_access_line(line, trusted_proxies)
     if record.phase != "end":
         return None
     operation = detect_git_operation(record)
@@ -413,11 +422,31 @@ def _parse_naive_time(text: str) -> datetime:
         raise ValueError(f"timestamp {text[:40]!r} is not a valid time") from exc
 
 
-def _first_ip(value: str) -> str | None:
-    # Behind a proxy the field can hold a chain "client, proxy"; the first is
-    # the client.
-    first = value.split(",")[0].strip()
-    return _blank(first)
+def client_address(value: str, trusted_proxies: ProxyNetworks = ()) -> str | None:
+    """The client of a possibly forwarded-for chain ``"client, proxy, ..."``.
+
+    Without trusted proxies: the first address, as Bitbucket's own docs read
+    the chain. With them: the chain is walked from the right (the hop nearest
+    Bitbucket) past every trusted proxy, and the first address that is not one
+    is the client; a client that forges ``X-Forwarded-For`` only adds entries
+    to the left of it, so it cannot choose the address we report.
+    """
+    hops = [hop.strip() for hop in value.split(",")]
+    if not trusted_proxies:
+        return _blank(hops[0])
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted_proxies):
+            return _blank(hop)
+    # Every hop is a trusted proxy: the request came from inside.
+    return _blank(hops[0])
+
+
+def _is_trusted(hop: str, trusted_proxies: ProxyNetworks) -> bool:
+    try:
+        address = ipaddress.ip_address(hop)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted_proxies)
 
 
 def _labels(value: str | None) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from pydantic import Field, field_validator
+from pydantic import Field, IPvAnyNetwork, field_validator
 
 from collector.model import AuditEvent
 from collector.normalize.access_log import (
@@ -67,6 +67,10 @@ class AccessLogSettings(TailSettings):
     include_refs: bool = False
     max_pending_starts: int = Field(default=DEFAULT_MAX_PENDING_STARTS, ge=0)
     start_ttl: Duration = DEFAULT_START_TTL
+    # Reverse proxies and load balancers in front of Bitbucket (CIDRs). With
+    # them, the client is the last address of a forwarded-for chain that is
+    # not one of them, which a client cannot forge; without, the first.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod
@@ -127,6 +131,7 @@ class AccessLogSource:
         self.settings = settings
         self.instance = settings.instance or self.name
         self.timezone = ZoneInfo(settings.timezone)
+        self._trusted_proxies = tuple(settings.trusted_proxies)
         self._metrics = runtime.metrics
         self._skipped = runtime.metrics.counter(
             "bbaudit_access_log_lines_skipped_total",
@@ -204,7 +209,7 @@ class AccessLogSource:
 
     def _handle(self, item: TailLine) -> AuditEvent | None:
         """The audit event of one line, or ``None`` when it is not one."""
-        record = parse_access_line(item.text)
+        record = parse_access_line(item.text, self._trusted_proxies)
         operation = detect_git_operation(record)
         if record.phase == "start":
             if operation is not None:
