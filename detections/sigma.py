@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import re2
 import structlog
 import yaml
 from sigma.collection import SigmaCollection
@@ -29,7 +30,7 @@ from sigma.conditions import (
     ConditionOR,
     ConditionValueExpression,
 )
-from sigma.exceptions import SigmaError
+from sigma.exceptions import SigmaError, SigmaRegularExpressionError
 from sigma.rule import SigmaRule
 from sigma.types import (
     CompareOperators,
@@ -416,14 +417,30 @@ def _number_test(number: float, op: Any) -> Callable[[str], bool]:
 
 
 def _regex_test(value: SigmaRegularExpression) -> Callable[[str], bool]:
-    flags = 0
-    if SigmaRegularExpressionFlag.IGNORECASE in value.flags:
-        flags |= re.IGNORECASE
+    """A ``|re`` test run by RE2: linear time in the input, whatever the rule.
+
+    Rules from ``sigma_dirs`` are configuration, but a backtracking pattern
+    such as ``(a+)+$`` would stall the event loop on one long value. RE2 has
+    no backreferences or lookaround; a rule that needs them is refused at
+    load time, with its path, instead of being run by a backtracking engine.
+    """
+    options = re2.Options()
+    options.log_errors = False  # the load error is reported once, by us
+    options.case_sensitive = SigmaRegularExpressionFlag.IGNORECASE not in value.flags
+    options.dot_nl = SigmaRegularExpressionFlag.DOTALL in value.flags
+    source = str(value.regexp)
     if SigmaRegularExpressionFlag.MULTILINE in value.flags:
-        flags |= re.MULTILINE
-    if SigmaRegularExpressionFlag.DOTALL in value.flags:
-        flags |= re.DOTALL
-    pattern = re.compile(str(value.regexp), flags)
+        source = "(?m)" + source
+    try:
+        pattern = re2.compile(source, options)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else exc
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        raise SigmaRegularExpressionError(
+            f"regular expression {source[:80]!r} is not supported by RE2 "
+            f"(no backreferences or lookaround): {detail}"
+        ) from None
     return lambda item: pattern.search(item) is not None
 
 

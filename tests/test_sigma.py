@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ def _matches(tmp_path: Path, detection: str, event: AuditEvent | None = None) ->
         ("  sel:\n    auditType.action|contains|all: [global, revoked]\n", False),
         ("  sel:\n    auditType.action|re: '^Global .* granted$'\n", True),
         ("  sel:\n    auditType.action|re: '^global'\n", False),
+        ("  sel:\n    auditType.action|re|i: '^global'\n", True),
+        ("  sel:\n    auditType.action|re|m: '^Global'\n", True),
         ("  sel:\n    source|cidr: 10.0.0.0/8\n", True),
         ("  sel:\n    source|cidr: 192.168.0.0/16\n", False),
         ("  sel:\n    auditType.level|exists: true\n", True),
@@ -150,6 +153,39 @@ def test_cloud_events_use_dc_names_where_they_mean_the_same(tmp_path: Path) -> N
     )
 
     assert _matches(tmp_path, detection, event)
+
+
+def test_backtracking_regex_runs_in_linear_time(tmp_path: Path) -> None:
+    """A catastrophic pattern over a long value answers at once (RE2, no ReDoS)."""
+    record = {**_RECORD, "source": "a" * 100_000 + "!"}
+    started = time.perf_counter()
+
+    detection = "  sel:\n    source|re: '^(a+)+$'\n  condition: sel\n"
+    matched = _matches(tmp_path, detection, _event(record))
+
+    assert not matched
+    # Python's re needs longer than the age of the universe here; RE2 takes
+    # milliseconds. The bound only has to tell the two apart.
+    assert time.perf_counter() - started < 5
+
+
+def test_regex_needing_backreferences_is_refused_with_its_path(
+    tmp_path: Path,
+) -> None:
+    """A pattern RE2 cannot run is a load error naming the file, not a fallback.
+
+    pySigma refuses it first when google-re2 is installed (it validates with
+    RE2 then); ``detections.sigma`` would refuse it the same way otherwise.
+    """
+    path = tmp_path / "backref.yml"
+    detection = "  sel:\n    source|re: '(a)\\1'\n  condition: sel\n"
+    path.write_text(_RULE.format(detection=detection), encoding="utf-8")
+
+    with pytest.raises(SigmaLoadError) as refused:
+        load_sigma_file(path)
+
+    assert "backref.yml" in str(refused.value)
+    assert "SigmaRegularExpressionError" in str(refused.value)
 
 
 def test_shared_sigma_rules_all_load() -> None:
