@@ -123,6 +123,17 @@ def relp_sink(server: HostileRelp) -> Sink:
     return Sink("syslog", settings, lambda: list(server.acked))
 
 
+def spooled(work: Path) -> int:
+    """Records held in any sink spool under the workdir."""
+    import sqlite3
+
+    total = 0
+    for path in work.rglob("spool.db"):
+        with sqlite3.connect(path) as db:
+            total += db.execute("SELECT COALESCE(SUM(records), 0) FROM batches").fetchone()[0]
+    return total
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=10)
@@ -140,10 +151,12 @@ def main() -> int:
     world = make_world(scale)
     work = Path(tempfile.mkdtemp(prefix="adv-kill-"))
     with FaultBench(world, work / "bench", scale) as bench:
+        relp = None
         if args.sink == "file":
             sink = file_sink(work / "out.jsonl")
         else:
-            sink = relp_sink(HostileRelp(args.seed, args.fault_rate).start())
+            relp = HostileRelp(args.seed, args.fault_rate).start()
+            sink = relp_sink(relp)
         config = bench.configure(sink)
         doc = yaml.safe_load(config.read_text())
         doc["pipeline"]["commit_interval"] = args.commit_interval
@@ -164,6 +177,16 @@ def main() -> int:
         )
         if lost:
             print("LOST ids (first 10):", sorted(lost)[:10])
+            print("records still in spool:", spooled(work))
+            if relp is not None:
+                relp._rate = 0.0  # a healthy receiver from now on
+            for attempt in range(2):
+                code, took = pipeline.run_once(120)
+                lost = bench.served_ids() - set(bench.delivered())
+                print(
+                    f"extra --once #{attempt + 1} (healthy receiver): exit={code} "
+                    f"took={took:.1f}s lost={len(lost)} spool={spooled(work)}"
+                )
         return 1 if lost or code != 0 else 0
 
 
