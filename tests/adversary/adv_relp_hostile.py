@@ -63,7 +63,8 @@ class Hostile:
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Hostile:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        if self.server is None:
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -413,3 +414,59 @@ async def test_session_reader_stops_after_abort() -> None:
 
 
 _ = _Session  # imported to pin the name the task filter relies on
+
+
+# ---- TLS -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.syslog_receivers import make_pki
+
+    folder = tmp_path_factory.mktemp("pki")
+    return make_pki(folder)
+
+
+async def tls_server(pki: Any, script: Script) -> tuple[Hostile, Any]:
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pki.cert, pki.key)
+    hostile = Hostile(script)
+    hostile.server = await asyncio.start_server(
+        hostile._serve, "127.0.0.1", 0, ssl=ctx
+    )
+    return hostile, ctx
+
+
+async def test_tls_wrong_hostname_is_permanent(pki_dir: Any) -> None:
+    """A certificate for another name: permanent SinkError, quickly, no task left."""
+    hostile, _ = await tls_server(pki_dir, answer_each(ok))
+    async with hostile:
+        error, took = await attempt(
+            hostile, 3, transport="relp_tls", ca_file=str(pki_dir.ca),
+            server_name="wrong.example",
+        )  # fmt: skip
+    assert isinstance(error, SinkError) and not error.retriable, repr(error)
+    assert took < 2
+
+
+async def test_tls_hang_up_mid_batch_is_retriable(pki_dir: Any) -> None:
+    """TLS peer closes without close_notify after two answers: retriable, bounded."""
+    hostile, _ = await tls_server(pki_dir, answer_each(serverclose_after_two))
+    async with hostile:
+        error, took = await attempt(
+            hostile, 5, transport="relp_tls", ca_file=str(pki_dir.ca)
+        )
+    assert isinstance(error, SinkUnavailableError), repr(error)
+    assert took < 4 * TIMEOUT + 1
+
+
+async def test_tls_handshake_never_answered(pki_dir: Any) -> None:
+    """A plain TCP peer that never answers the ClientHello: bounded by timeout."""
+    async with Hostile(silent_open) as hostile:
+        error, took = await attempt(
+            hostile, 1, transport="relp_tls", ca_file=str(pki_dir.ca)
+        )
+    assert error is not None
+    assert took < 4 * TIMEOUT + 1, f"took {took:.1f}s"

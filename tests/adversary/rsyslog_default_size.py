@@ -93,6 +93,27 @@ async def content_probe(relp_port: int, lines: callable) -> int:  # type: ignore
     return problems
 
 
+async def window_probe(relp_port: int, lines: callable) -> int:  # type: ignore[valid-type]
+    """The largest allowed window (1024) and 20k messages in one send."""
+    s = sink(relp_port, "relp", relp_window=1024)
+    before = len(lines())
+    records: list[Record] = [make_event(i, note="w" * 300) for i in range(20_000)]
+    began = asyncio.get_running_loop().time()
+    try:
+        await s.send(records)
+        outcome = "ok"
+    except Exception as exc:  # noqa: BLE001
+        outcome = repr(exc)[:200]
+    took = asyncio.get_running_loop().time() - began
+    await s.aclose()
+    await asyncio.sleep(1.0)
+    got = lines()[before:]
+    ids = {m.group(1) for x in got if (m := _ID.search(x))}
+    missing = len({r.id for r in records} - ids)
+    print(f"window 1024 x 20000: send {outcome} in {took:.1f}s; lines={len(got)} missing={missing}")
+    return 1 if (outcome == "ok" and missing) else 0
+
+
 async def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="adv-rsyslog-"))
     (work / "pki").mkdir()
@@ -106,6 +127,7 @@ async def main() -> int:
             receiver.relp_port, receiver.tcp_port, receiver.lines
         )
         problems += await content_probe(receiver.relp_port, receiver.lines)
+        problems += await window_probe(receiver.relp_port, receiver.lines)
     finally:
         receiver.stop()
     print("rsyslogd output:", (work / "rsyslogd.out").read_text()[-1500:])
