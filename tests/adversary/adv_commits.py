@@ -56,7 +56,9 @@ async def test_group_queued_during_a_slow_write_lands(
     patch_store(monkeypatch, behaviour)
     store = StateStore(tmp_path / "state.sqlite")
     landed: list[tuple[str, list[str]]] = []
-    writer = CommitWriter(store, lambda s, ids, n: landed.append((s, ids)), max_delay=0.2)
+    writer = CommitWriter(
+        store, lambda s, ids, n: landed.append((s, ids)), max_delay=0.2
+    )
 
     writer.add("src", {"pos": 1}, ["a"], 1)
     await asyncio.sleep(0.3)  # first write (1 s) is running now
@@ -127,7 +129,9 @@ async def test_ids_stay_in_flight_until_landed(
     behaviour.delay = 0.05
     patch_store(monkeypatch, behaviour)
     store = StateStore(tmp_path / "state.sqlite")
-    writer = CommitWriter(store, lambda s, ids, n: tracker.landed(s, ids, n), max_delay=0.01)
+    writer = CommitWriter(
+        store, lambda s, ids, n: tracker.landed(s, ids, n), max_delay=0.01
+    )
     tracker = AckTracker(store, writer=writer)
     gaps = 0
     for n in range(200):
@@ -141,3 +145,25 @@ async def test_ids_stay_in_flight_until_landed(
                     gaps += 1
     await writer.aclose()
     assert gaps == 0
+
+
+async def test_ack_after_writer_closed_is_not_silently_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pipeline._shut_down closes the CommitWriter before the channels: an ack that
+    lands in between (channel 2 still delivering while channel 1 closes) is added
+    to a closed writer. It should be written (or refused loudly), not retried
+    against a shut-down executor forever."""
+    store = StateStore(tmp_path / "state.sqlite")
+    landed: list[str] = []
+    writer = CommitWriter(store, lambda s, ids, n: landed.extend(ids), max_delay=0.1)
+    writer.add("src", {"pos": 1}, ["a"], 1)
+    await writer.aclose()
+
+    writer.add("src", {"pos": 2}, ["b"], 1)  # what a late channel ack does
+    await asyncio.sleep(0.5)
+
+    stored = StateStore(tmp_path / "state.sqlite").load_checkpoint("src")
+    assert stored == {"pos": 2} and landed == ["a", "b"], (
+        f"late commit not written: checkpoint {stored}, landed {landed}"
+    )

@@ -28,7 +28,9 @@ _ID = re.compile(rb'\[bbaudit@32473 id="([^"]+)"')
 OPEN_OK = b"200 OK\nrelp_version=0\ncommands=syslog"
 TIMEOUT = 1.0
 
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Hostile"], Awaitable[None]]
+Script = Callable[
+    [asyncio.StreamReader, asyncio.StreamWriter, "Hostile"], Awaitable[None]
+]
 
 
 def frame(txnr: int, command: bytes, data: bytes = b"") -> bytes:
@@ -341,7 +343,9 @@ MUST_FAIL = [
 
 
 @pytest.mark.parametrize("name,script", MUST_FAIL, ids=[n for n, _ in MUST_FAIL])
-async def test_hostile_reply_never_counts_as_delivered(name: str, script: Script) -> None:
+async def test_hostile_reply_never_counts_as_delivered(
+    name: str, script: Script
+) -> None:
     """Each hostile answer fails the send within a few timeouts; no task leaks."""
     async with Hostile(script) as server:
         error, took = await attempt(server, 5)
@@ -433,9 +437,7 @@ async def tls_server(pki: Any, script: Script) -> tuple[Hostile, Any]:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(pki.cert, pki.key)
     hostile = Hostile(script)
-    hostile.server = await asyncio.start_server(
-        hostile._serve, "127.0.0.1", 0, ssl=ctx
-    )
+    hostile.server = await asyncio.start_server(hostile._serve, "127.0.0.1", 0, ssl=ctx)
     return hostile, ctx
 
 
@@ -470,3 +472,24 @@ async def test_tls_handshake_never_answered(pki_dir: Any) -> None:
         )
     assert error is not None
     assert took < 4 * TIMEOUT + 1, f"took {took:.1f}s"
+
+
+async def test_no_asyncio_write_warnings_after_hang_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A receiver that hangs up mid-batch: no 'socket.send() raised exception.' noise."""
+
+    async def hang_up_after_one(r: Any, w: Any, s: Hostile) -> None:
+        await s.opened(r, w)
+        await read_frame(r)
+        w.transport.abort()  # RST
+
+    async with Hostile(hang_up_after_one) as server:
+        sink = make_sink(server.port, relp_window=1024)
+        records = [make_event(i, note="n" * 2000) for i in range(1000)]
+        with caplog.at_level("WARNING", logger="asyncio"):
+            with pytest.raises(SinkUnavailableError):
+                await sink.send(records)
+        await sink.aclose()
+    noise = [r for r in caplog.records if "socket.send() raised" in r.getMessage()]
+    assert not noise, f"{len(noise)} asyncio warnings"

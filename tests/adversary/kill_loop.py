@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from tests.faults.harness import (
-    SHORT,
     DELIVERY_TUNING,
+    SHORT,
     FaultBench,
     Sink,
     file_sink,
@@ -130,7 +130,9 @@ def spooled(work: Path) -> int:
     total = 0
     for path in work.rglob("spool.db"):
         with sqlite3.connect(path) as db:
-            total += db.execute("SELECT COALESCE(SUM(records), 0) FROM batches").fetchone()[0]
+            total += db.execute(
+                "SELECT COALESCE(SUM(records), 0) FROM batches"
+            ).fetchone()[0]
     return total
 
 

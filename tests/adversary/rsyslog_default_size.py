@@ -53,7 +53,7 @@ async def size_probe(relp_port: int, tcp_port: int, lines: callable) -> int:  # 
             try:
                 await s.send([record])
                 outcome = "send ok"
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 outcome = f"send failed: {exc!r}"[:120]
             await s.aclose()
             await asyncio.sleep(0.5)
@@ -71,7 +71,7 @@ async def size_probe(relp_port: int, tcp_port: int, lines: callable) -> int:  # 
 
 async def content_probe(relp_port: int, lines: callable) -> int:  # type: ignore[valid-type]
     problems = 0
-    notes = ["a\x00b", "c\r\nd\ne", "f\u2028g\u0085h", "i\x1bj\x7fk", "] \" \\ = |"]
+    notes = ["a\x00b", "c\r\nd\ne", "f\u2028g\u0085h", "i\x1bj\x7fk", '] " \\ = |']
     for fmt in ("raw", "cef"):
         s = sink(relp_port, "relp", format=fmt)
         before = len(lines())
@@ -102,7 +102,7 @@ async def window_probe(relp_port: int, lines: callable) -> int:  # type: ignore[
     try:
         await s.send(records)
         outcome = "ok"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         outcome = repr(exc)[:200]
     took = asyncio.get_running_loop().time() - began
     await s.aclose()
@@ -110,7 +110,9 @@ async def window_probe(relp_port: int, lines: callable) -> int:  # type: ignore[
     got = lines()[before:]
     ids = {m.group(1) for x in got if (m := _ID.search(x))}
     missing = len({r.id for r in records} - ids)
-    print(f"window 1024 x 20000: send {outcome} in {took:.1f}s; lines={len(got)} missing={missing}")
+    print(
+        f"window 1024 x 20000: send {outcome} in {took:.1f}s; lines={len(got)} missing={missing}"
+    )
     return 1 if (outcome == "ok" and missing) else 0
 
 
