@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from collector.model import Alert, AuditEvent
+from collector.model import Alert, AuditEvent, Target
 from sinks.render.fields import (
     ECS_CATEGORY,
     SEVERITY_SCORE,
@@ -23,6 +23,7 @@ from sinks.render.fields import (
 )
 
 ECS_VERSION = "8.11.0"
+_Kinds = tuple[tuple[str, ...], tuple[str, ...]]
 
 # (context key, field in that context, ECS field). One row per copied value.
 CONTEXT_TO_ECS: tuple[tuple[str, str, str], ...] = (
@@ -54,6 +55,7 @@ CONTEXT_TO_ECS: tuple[tuple[str, str, str], ...] = (
 
 def event_to_ecs(event: AuditEvent, *, original: bool = False) -> dict[str, Any]:
     """The ECS document of one audit event; ``original`` adds ``event.original``."""
+    categories, types = _event_kinds(event)
     document: dict[str, Any] = {
         "@timestamp": iso_time(event.time),
         "ecs": {"version": ECS_VERSION},
@@ -62,8 +64,9 @@ def event_to_ecs(event: AuditEvent, *, original: bool = False) -> dict[str, Any]
             "id": event.id,
             "kind": "event",
             "action": event.action,
-            "category": list(ECS_CATEGORY.get(event.category, ("configuration",))),
-            "type": event_types(event),
+            # Fresh lists per document: a caller may extend them.
+            "category": list(categories),
+            "type": list(types),
             "outcome": event.outcome,
             "provider": f"bitbucket-{event.platform}",
             "module": "bbaudit",
@@ -130,31 +133,59 @@ def _bbaudit(event: AuditEvent) -> dict[str, Any]:
     }
 
 
+def _event_kinds(event: AuditEvent) -> _Kinds:
+    """ECS ``event.category`` and ``event.type`` values, remembered per action."""
+    key = (event.action, event.category, event.outcome, event.raw_action)
+    kinds = _KINDS.get(key)
+    if kinds is None:
+        categories = ECS_CATEGORY.get(event.category, ("configuration",))
+        kinds = (categories, tuple(event_types(event)))
+        if len(_KINDS) >= _MAX_KINDS:
+            _KINDS.clear()
+        _KINDS[key] = kinds
+    return kinds
+
+
+# An instance uses a few hundred actions; the cap holds whatever arrives.
+_KINDS: dict[tuple[str, str, str, str | None], _Kinds] = {}
+_MAX_KINDS = 4096
+
+
 def _add_actor(document: dict[str, Any], event: AuditEvent) -> None:
+    # Built directly, not by put(): these run for every event, and the key
+    # order is the one put() gave (name, id, email, target).
     actor = event.actor
-    for field, value in (
-        ("user.name", actor.name),
-        ("user.id", actor.id),
-        ("user.email", actor.email),
-    ):
-        if value:
-            put(document, field, value)
-    users = [t for t in event.targets if t.type == "USER" and t.name]
-    if users:
-        put(document, "user.target.name", users[0].name)
-        if users[0].id:
-            put(document, "user.target.id", users[0].id)
-    groups = [t for t in event.targets if t.type == "GROUP" and t.name]
-    if groups:
-        put(document, "group.name", groups[0].name)
+    user: dict[str, Any] = {}
+    if actor.name:
+        user["name"] = actor.name
+    if actor.id:
+        user["id"] = actor.id
+    if actor.email:
+        user["email"] = actor.email
+    target_user = _first_named(event, "USER")
+    if target_user is not None:
+        user["target"] = {"name": target_user.name}
+        if target_user.id:
+            user["target"]["id"] = target_user.id
+    if user:
+        document["user"] = user
+    group = _first_named(event, "GROUP")
+    if group is not None:
+        document["group"] = {"name": group.name}
+
+
+def _first_named(event: AuditEvent, target_type: str) -> Target | None:
+    for target in event.targets:
+        if target.type == target_type and target.name:
+            return target
+    return None
 
 
 def _add_source(document: dict[str, Any], event: AuditEvent) -> None:
     if event.source_ip:
-        put(document, "source.ip", event.source_ip)
-        put(document, "source.address", event.source_ip)
+        document["source"] = {"ip": event.source_ip, "address": event.source_ip}
     if event.user_agent:
-        put(document, "user_agent.original", event.user_agent)
+        document["user_agent"] = {"original": event.user_agent}
 
 
 def _add_related(document: dict[str, Any], event: AuditEvent) -> None:
