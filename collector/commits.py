@@ -27,6 +27,8 @@ from collector.state import StateStore
 
 log = structlog.get_logger(__name__)
 
+_MAX_RETRY_S = 30.0
+
 # Called on the event loop once a group has landed: (source, ids, batches).
 Landed = Callable[[str, list[str], int], None]
 
@@ -51,7 +53,7 @@ class CommitWriter:
         max_delay: float = 0.5,
         max_ids: int = 20_000,
     ) -> None:
-        self._path = store.path
+        self._store = store
         self._on_landed = on_landed
         self._max_delay = max_delay
         self._max_ids = max_ids
@@ -60,76 +62,137 @@ class CommitWriter:
         self._db: StateStore | None = None
         self._writing: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._due = False  # the oldest queued commit has waited max_delay
+        self._failures = 0  # writes failed in a row (disk full, locked)
+        self._closed = False
 
     def add(
         self, source: str, checkpoint: Any | None, event_ids: list[str], batches: int
     ) -> None:
         """Queue one source's done batches; they land within ``max_delay``."""
+        if self._closed:
+            # A sink finished a batch after shutdown began: write it here, on
+            # the loop's own connection, rather than drop it.
+            self._write_now(source, checkpoint, event_ids, batches)
+            return
+
         group = self._group
         if checkpoint is not None:
             group.checkpoints[source] = checkpoint
         group.seen.extend((event_id, source) for event_id in event_ids)
         group.batches[source] = group.batches.get(source, 0) + batches
-
         if len(group.seen) >= self._max_ids:
-            self._start_write()
-        elif self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._max_delay, self._start_write)
+            self._due = True
+        self._schedule()
 
     async def flush(self) -> None:
-        """Write everything queued so far and wait until it has landed."""
+        """Write everything queued so far and wait until it has landed.
+
+        A failing disk is retried with the same backoff as in normal running,
+        so this may wait a long time; ``aclose`` bounds it.
+        """
         while self._writing is not None or self._pending():
-            if self._writing is None:
-                self._start_write()
             if self._writing is not None:
                 await asyncio.shield(self._writing)
+            elif self._failures:
+                # The retry timer starts the next write; wait for it.
+                await asyncio.sleep(self._retry_delay())
+            else:
+                self._due = True
+                self._schedule()
 
-    async def aclose(self) -> None:
-        """Flush, then close the writer's own connection and thread."""
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Flush for up to ``grace`` seconds, then close the thread.
+
+        Commits still queued after that are given up: their checkpoints stay
+        behind, so the next run reads those batches again (duplicates, no loss).
+        """
         try:
-            await self.flush()
+            async with asyncio.timeout(grace):
+                await self.flush()
+        except TimeoutError:
+            log.error(
+                "state.commits_abandoned",
+                ids=len(self._group.seen),
+                reason="state writes kept failing at shutdown; re-sent next run",
+            )
         finally:
+            self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._close_db
-            )
-            self._executor.shutdown(wait=True)
+                self._timer = None
+            if self._writing is None:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._close_db
+                )
+            self._executor.shutdown(wait=self._writing is None)
 
     def _pending(self) -> bool:
         return bool(self._group.seen or self._group.checkpoints)
 
-    def _start_write(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._writing is None and self._pending():
+    def _schedule(self) -> None:
+        """Start a write if one is due and none runs; else make sure one will be."""
+        if self._writing is not None or not self._pending() or self._closed:
+            return
+        if self._due:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._due = False
             self._writing = asyncio.get_running_loop().create_task(self._write())
+        elif self._timer is None:
+            delay = self._retry_delay() if self._failures else self._max_delay
+            self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._due = True
+        self._schedule()
+
+    def _retry_delay(self) -> float:
+        """max_delay, doubled per failure in a row, at most 30 s."""
+        backoff: float = self._max_delay * 2.0 ** min(self._failures, 16)
+        return min(backoff, _MAX_RETRY_S)
 
     async def _write(self) -> None:
-        """Write the queued group; on failure keep it queued for the next try."""
+        """Write the queued group; on failure keep it queued for a later try."""
         group, self._group = self._group, _Group()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._commit, group)
         except Exception as exc:
-            log.error("state.commit_failed", error=str(exc), ids=len(group.seen))
+            self._failures += 1
+            log.error(
+                "state.commit_failed",
+                error=str(exc)[:200],
+                ids=len(group.seen),
+                attempt=self._failures,
+                retry_in_s=round(self._retry_delay(), 3),
+            )
             self._requeue(group)
+        else:
+            self._failures = 0
+            self._report(group)
+        finally:
             self._writing = None
-            loop.call_later(self._max_delay, self._start_write)
-            return
-
-        self._writing = None
-        self._report(group)
-        if len(self._group.seen) >= self._max_ids:
-            self._start_write()
+        self._schedule()
 
     def _commit(self, group: _Group) -> None:
         """On the writer thread: one transaction over its own connection."""
         if self._db is None:
-            self._db = StateStore(self._path, check_same_thread=False)
+            self._db = StateStore(self._store.path, check_same_thread=False)
         self._db.commit(group.checkpoints, group.seen)
+
+    def _write_now(
+        self, source: str, checkpoint: Any | None, event_ids: list[str], batches: int
+    ) -> None:
+        checkpoints = {source: checkpoint} if checkpoint is not None else {}
+        try:
+            self._store.commit(checkpoints, [(i, source) for i in event_ids])
+        except Exception as exc:
+            log.error("state.commit_failed", error=str(exc)[:200], ids=len(event_ids))
+            return
+        self._on_landed(source, event_ids, batches)
 
     def _requeue(self, group: _Group) -> None:
         # Older checkpoints must not overwrite newer ones queued meanwhile.

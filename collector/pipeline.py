@@ -163,9 +163,11 @@ class Pipeline:
         housekeeping.cancel()
         processor.cancel()
         await asyncio.gather(processor, housekeeping, return_exceptions=True)
-        await self._commits.aclose()
         for channel in self.channels:
             await channel.aclose()
+        # After the channels: a sink that finishes a batch while another one
+        # closes still gets its commit written.
+        await self._commits.aclose()
         if self._detector is not None:
             await self._detector.aclose()
         log.info("pipeline.stopped", pending_batches=self._tracker.pending_count())

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from collector.acks import AckTracker
 from collector.commits import CommitWriter
@@ -158,3 +160,71 @@ async def test_older_checkpoint_never_overwrites_a_newer_one(
     await writer.aclose()
 
     assert store.load_checkpoint("s") == {"pos": 2}
+
+
+async def test_shutdown_with_a_failing_disk_backs_off_and_gives_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes that keep failing are retried with backoff, and aclose is bounded."""
+    store = StateStore.in_dir(tmp_path)
+    writer = CommitWriter(store, Landed(), max_delay=0.05)
+    attempts = 0
+
+    def full_disk(self: StateStore, *args: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(StateStore, "commit", full_disk)
+    writer.add("s", {"pos": 1}, ["a"], 1)
+    started = time.monotonic()
+    with capture_logs() as logs:
+        await writer.aclose(grace=1.0)
+    took = time.monotonic() - started
+
+    assert took < 3
+    assert 2 <= attempts <= 8  # 0.05, 0.1, 0.2, 0.4, 0.8 s apart, not a spin
+    abandoned = [e for e in logs if e["event"] == "state.commits_abandoned"]
+    assert abandoned and abandoned[0]["ids"] == 1
+    monkeypatch.undo()
+    assert store.load_checkpoint("s") is None  # behind: re-read next run
+
+
+async def test_commits_queued_during_a_slow_write_land_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write longer than max_delay does not strand what was queued meanwhile."""
+    store = StateStore.in_dir(tmp_path)
+    landed = Landed()
+    writer = CommitWriter(store, landed, max_delay=0.1)
+    real_commit = StateStore.commit
+
+    def slow(self: StateStore, *args: object) -> None:
+        time.sleep(0.5)
+        real_commit(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StateStore, "commit", slow)
+    writer.add("s", {"pos": 1}, ["a"], 1)
+    await asyncio.sleep(0.2)  # the first write is running now
+    writer.add("s", {"pos": 2}, ["b"], 1)
+    for _ in range(100):
+        if len(landed.calls) == 2:
+            break
+        await asyncio.sleep(0.05)
+
+    assert [ids for _, ids, _ in landed.calls] == [["a"], ["b"]]
+    await writer.aclose()
+    assert store.load_checkpoint("s") == {"pos": 2}
+
+
+async def test_a_commit_after_close_is_still_written(tmp_path: Path) -> None:
+    """A sink that acknowledges after shutdown began still moves the checkpoint."""
+    store = StateStore.in_dir(tmp_path)
+    landed = Landed()
+    writer = CommitWriter(store, landed)
+    await writer.aclose()
+
+    writer.add("s", {"pos": 7}, ["late"], 1)
+
+    assert landed.calls == [("s", ["late"], 1)]
+    assert store.load_checkpoint("s") == {"pos": 7}
