@@ -39,6 +39,20 @@ def test_second_holder_is_refused_with_the_first_pid(tmp_path: Path) -> None:
     assert f"pid {os.getpid()}" in str(refused.value)
 
 
+def test_deleting_the_lock_file_does_not_let_a_second_run_in(tmp_path: Path) -> None:
+    """The lock is on the directory: removing bbaudit.lock changes nothing."""
+    first = StateDirLock(tmp_path)
+    first.acquire()
+    try:
+        (tmp_path / LOCK_NAME).unlink()
+        with pytest.raises(OSError) as refused:
+            StateDirLock(tmp_path).acquire()
+    finally:
+        first.release()
+
+    assert refused.value.errno == errno.EBUSY
+
+
 def test_released_lock_can_be_taken_again(tmp_path: Path) -> None:
     """After release (a clean stop) the next run takes the lock."""
     first = StateDirLock(tmp_path)
