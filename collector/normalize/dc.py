@@ -253,10 +253,11 @@ def _attributes(value: Any) -> dict[str, str]:
     for item in value:
         if type(item) is not dict and not isinstance(item, Mapping):
             continue
-        name = text_field(item.get("name"))
-        raw_value = item.get("value")
-        text = raw_value if isinstance(raw_value, str) else None
-        if not name or not text:
+        name = item.get("name")
+        if type(name) is not str:  # the common case skips a call per item
+            name = text_field(name)
+        text = item.get("value")
+        if not name or not text or not isinstance(text, str):
             continue
         attributes[name] = text[:_MAX_ATTRIBUTE_CHARS]
         if item.get("nameI18nKey") == _LEGACY_DETAILS:
