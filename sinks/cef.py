@@ -20,6 +20,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from collector.model import Alert, AuditEvent, Record
 
@@ -52,11 +53,15 @@ EVENT_SEVERITY = {"success": 1, "unknown": 2, "failure": 4}
 
 def escape_header(value: str) -> str:
     """A header field with ``\\``, ``|``, CR and LF escaped."""
+    if _HEADER_RE.search(value) is None:  # most values: no call per match
+        return value
     return _HEADER_RE.sub(lambda m: _HEADER_ESCAPES[m.group()], value)
 
 
 def escape_value(value: str) -> str:
     """An extension value with ``\\``, ``=``, CR and LF escaped."""
+    if _VALUE_RE.search(value) is None:
+        return value
     return _VALUE_RE.sub(lambda m: _VALUE_ESCAPES[m.group()], value)
 
 
@@ -73,7 +78,25 @@ def _unescape_one(match: re.Match[str]) -> str:
 
 def extension_key(name: str) -> str:
     """``name`` reduced to ASCII letters and digits (``x`` if nothing is left)."""
-    return _KEY_RE.sub("", name) or "x"
+    key = _KEYS.get(name)
+    if key is None:
+        key = _KEY_RE.sub("", name) or "x"
+        _remember(_KEYS, name, key)
+    return key
+
+
+def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
+    # Emptied when full: the bound holds whatever the input, and the hot set
+    # (the fixed extension keys, the instance's client addresses) refills fast.
+    if len(cache) >= _MAX_CACHED:
+        cache.clear()
+    cache[key] = value
+
+
+# Every line repeats the same extension keys; most sources recur too.
+_KEYS: dict[str, str] = {}
+_IS_ADDRESS: dict[str, bool] = {}
+_MAX_CACHED = 4096
 
 
 def format_line(
@@ -163,8 +186,18 @@ def _address(value: str | None) -> list[tuple[str, str | None]]:
     """``src`` must be an IP address; anything else goes to ``cs6`` instead."""
     if value is None:
         return []
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return [("cs6Label", "sourceAddress"), ("cs6", value)]
-    return [("src", value)]
+    if _is_address(value):
+        return [("src", value)]
+    return [("cs6Label", "sourceAddress"), ("cs6", value)]
+
+
+def _is_address(value: str) -> bool:
+    known = _IS_ADDRESS.get(value)
+    if known is None:
+        try:
+            ipaddress.ip_address(value)
+            known = True
+        except ValueError:
+            known = False
+        _remember(_IS_ADDRESS, value, known)
+    return known
