@@ -14,6 +14,8 @@ from collector.errors import ConfigError
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
+# --once read everything, but a sink was down: records wait in its spool.
+EXIT_SPOOLED = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,7 +123,11 @@ def _run(args: argparse.Namespace) -> int:
     _configure_logs(
         settings.log.level, settings.log.format, to_stderr=records_on_stdout
     )
-    asyncio.run(run_service(settings, follow=not args.once, gc_tuning=True))
+    stats = asyncio.run(run_service(settings, follow=not args.once, gc_tuning=True))
+    if args.once and stats.spooled_left:
+        # A backfill job must not look finished while records wait on disk
+        # for a sink that was down; the next run sends them.
+        return EXIT_SPOOLED
     return EXIT_OK
 
 

@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 _SOURCE_RESTART_DELAY_S = 5.0
 _PRUNE_INTERVAL_S = 600.0
+_SPOOL_POLL_S = 0.1
 
 
 class Channel(Protocol):
@@ -38,6 +39,8 @@ class Channel(Protocol):
     name: str
     healthy: bool
 
+    @property
+    def spool_records(self) -> int: ...
     def wants(self, record: Record) -> bool: ...
     async def start(self) -> None: ...
     async def submit(self, records: list[Record], ack: Callable[[], None]) -> None: ...
@@ -62,6 +65,7 @@ class PipelineStats:
     last_batch_at: dict[str, float] = field(default_factory=dict)
     caught_up: set[str] = field(default_factory=set)
     source_failures: Counter[str] = field(default_factory=Counter)
+    spooled_left: dict[str, int] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -123,7 +127,7 @@ class Pipeline:
         try:
             await self._wait_until_done(readers, follow)
         finally:
-            await self._shut_down(readers, processor, housekeeping)
+            await self._shut_down(readers, processor, housekeeping, follow=follow)
         return self.stats
 
     async def _wait_until_done(
@@ -142,6 +146,8 @@ class Pipeline:
         readers: list[asyncio.Task[None]],
         processor: asyncio.Task[None],
         housekeeping: asyncio.Task[None],
+        *,
+        follow: bool = True,
     ) -> None:
         """Stop reading, finish what was read, wait for the sinks, flush state."""
         self.draining = True
@@ -152,7 +158,8 @@ class Pipeline:
         await self._queue.put(None)
         try:
             await asyncio.wait_for(
-                self._finish(processor), self._settings.drain_timeout
+                self._finish(processor, empty_spools=not follow),
+                self._settings.drain_timeout,
             )
         except TimeoutError:
             log.error(
@@ -163,6 +170,7 @@ class Pipeline:
         housekeeping.cancel()
         processor.cancel()
         await asyncio.gather(processor, housekeeping, return_exceptions=True)
+        self._report_spools()
         for channel in self.channels:
             await channel.aclose()
         # After the channels: a sink that finishes a batch while another one
@@ -172,10 +180,30 @@ class Pipeline:
             await self._detector.aclose()
         log.info("pipeline.stopped", pending_batches=self._tracker.pending_count())
 
-    async def _finish(self, processor: asyncio.Task[None]) -> None:
+    async def _finish(
+        self, processor: asyncio.Task[None], *, empty_spools: bool
+    ) -> None:
         await processor
         for channel in self.channels:
             await channel.drain()
+        # A one-off run (--once) is expected to have sent everything, so it
+        # also waits for the sinks' spools; a service stopping just leaves
+        # them for its next start.
+        while empty_spools:
+            if not any(channel.spool_records for channel in self.channels):
+                return
+            await asyncio.sleep(_SPOOL_POLL_S)
+
+    def _report_spools(self) -> None:
+        for channel in self.channels:
+            if channel.spool_records:
+                log.warning(
+                    "sink.spool_left",
+                    sink=channel.name,
+                    records=channel.spool_records,
+                    note="kept on disk; sent when the service next runs",
+                )
+                self.stats.spooled_left[channel.name] = channel.spool_records
 
     async def _read(self, source: Source, follow: bool) -> None:
         """Feed one source's batches into the queue; restart it if it dies."""

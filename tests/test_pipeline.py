@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from collector.acks import AckTracker
 from collector.config import PipelineSettings
@@ -240,3 +241,56 @@ def test_readiness_reports_a_source_whose_credentials_are_rejected(
     assert ready_before is True
     assert ready_after is False
     assert reasons["sources"]["s"]["problem"] == "credentials rejected (HTTP 401)"
+
+
+def _spooling_pipeline(
+    tmp_path: Path, sink: RecordingSink, drain_timeout: float
+) -> tuple[Pipeline, StateStore]:
+    store = StateStore.in_dir(tmp_path / "state")
+    metrics = Metrics()
+    settings = SinkSettings(
+        kind="mem",
+        name=sink.name,
+        batch_max_wait=0.0,
+        retry_initial=0.01,
+        retry_max=0.05,
+        spool_after_attempts=1,
+    )
+    channel = DeliveryChannel(sink, settings, metrics, spool_dir=tmp_path / "spool")
+    pipeline = Pipeline(
+        sources=[ListSource("s", [[1, 2], [3]])],
+        channels=[channel],
+        store=store,
+        metrics=metrics,
+        settings=PipelineSettings(drain_timeout=drain_timeout),
+    )
+    return pipeline, store
+
+
+async def test_run_once_waits_for_the_spool_to_drain(tmp_path: Path) -> None:
+    """A one-off run does not finish while a recovering sink's spool holds records."""
+    sink = RecordingSink(failures=3)
+    pipeline, store = _spooling_pipeline(tmp_path, sink, drain_timeout=10)
+
+    stats = await pipeline.run(follow=False)
+    store.close()
+
+    assert sorted(sink.received) == ["e1", "e2", "e3"]
+    assert stats.spooled_left == {}
+
+
+async def test_run_once_reports_what_a_dead_sink_left_in_its_spool(
+    tmp_path: Path,
+) -> None:
+    """With the sink still down at the drain timeout, the spool count is reported."""
+    sink = RecordingSink(failures=10**9)
+    pipeline, store = _spooling_pipeline(tmp_path, sink, drain_timeout=1)
+
+    with capture_logs() as logs:
+        stats = await pipeline.run(follow=False)
+    store.close()
+
+    assert sink.received == []
+    assert stats.spooled_left == {"mem": 3}
+    left = [e for e in logs if e["event"] == "sink.spool_left"]
+    assert left and left[0]["records"] == 3
