@@ -61,6 +61,7 @@ _ACTIVITY_BY_KIND = {
     3001: {"creation": 1, "deletion": 6},
     6003: {"creation": 1, "access": 2, "change": 3, "deletion": 4},
 }
+_USER_TYPE = {"human": "User", "system": "System"}
 # OCSF observable type_id values.
 _USER_NAME, _IP_ADDRESS, _EMAIL = 4, 2, 5
 
@@ -101,10 +102,22 @@ def event_to_ocsf(event: AuditEvent, *, original: bool = False) -> dict[str, Any
 
 
 def _activity(class_uid: int, action: str) -> int:
-    found = _ACTIVITY.get((class_uid, verb(action)))
-    if found is not None:
-        return found
-    return _ACTIVITY_BY_KIND.get(class_uid, {}).get(change_kind(action), 99)
+    activity = _ACTIVITY_SEEN.get((class_uid, action))
+    if activity is None:
+        activity = _ACTIVITY.get((class_uid, verb(action)))
+        if activity is None:
+            by_kind = _ACTIVITY_BY_KIND.get(class_uid, {})
+            activity = by_kind.get(change_kind(action), 99)
+        if len(_ACTIVITY_SEEN) >= _MAX_SEEN:
+            _ACTIVITY_SEEN.clear()
+        _ACTIVITY_SEEN[(class_uid, action)] = activity
+    return activity
+
+
+# activity_id per (class_uid, action): an instance uses a few hundred actions,
+# and the cap holds whatever arrives.
+_ACTIVITY_SEEN: dict[tuple[int, str], int] = {}
+_MAX_SEEN = 4096
 
 
 def _metadata(uid: str, event_code: str) -> dict[str, Any]:
@@ -126,7 +139,7 @@ def _actor_user(event: AuditEvent) -> dict[str, Any]:
         "full_name": identity.get("display_name"),
         "domain": identity.get("directory"),
         "groups": [{"name": g} for g in identity.get("groups") or []],
-        "type": {"human": "User", "system": "System"}.get(event.actor.kind),
+        "type": _USER_TYPE.get(event.actor.kind),
     }
     return {k: v for k, v in user.items() if v not in (None, [])}
 
