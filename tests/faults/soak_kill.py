@@ -1,4 +1,4 @@
-"""Adversary: SIGKILL `bbaudit run` at random moments, restart, look for lost ids.
+"""Soak: SIGKILL `bbaudit run` at random moments, restart, look for lost ids.
 
 Runs the project's Bitbucket simulator and either the JSONL file sink or the
 syslog sink over RELP to a hostile loopback RELP server (random refusals,
@@ -6,8 +6,8 @@ serverclose and hang-ups mid-batch). Between kills nothing is drained. At the
 end one `--once` run catches up; then every id the simulator served must be in
 the sink (for RELP: must have been answered 200 by the mock). Missing = LOSS.
 
-    .venv/bin/python -m tests.adversary.kill_loop --kills 15 --sink file
-    .venv/bin/python -m tests.adversary.kill_loop --kills 15 --sink relp
+    .venv/bin/python -m tests.faults.soak_kill --kills 15 --sink file
+    .venv/bin/python -m tests.faults.soak_kill --kills 15 --sink relp
     options: --seed N, --commit-interval 3s, --low 0.3 --high 4
 """
 

@@ -1,7 +1,4 @@
-"""Adversary: a hostile loopback RELP server against sinks.relp / the syslog sink.
-
-Not collected by default (file name). Run:
-    .venv/bin/pytest -p no:cacheprovider tests/adversary/adv_relp_hostile.py -q
+"""A hostile loopback RELP server against sinks.relp and the syslog sink.
 
 Invariant checked in every case: ``send`` returns normally only if the server
 really answered ``200`` (with the right txnr) to every message it was given;
@@ -265,7 +262,7 @@ async def byte_by_byte(r: Any, w: Any, s: Hostile) -> None:
 async def slowloris(r: Any, w: Any, s: Hostile) -> None:
     """One byte every 0.3 s (timeout is 1 s, a whole answer takes 4.5 s)."""
     await s.opened(r, w)
-    txnr, command, data = await read_frame(r)
+    txnr, _command, data = await read_frame(r)
     s.note(data, ack=False)
     for byte in frame(txnr, b"rsp", b"200 OK"):
         w.write(bytes([byte]))
@@ -477,7 +474,7 @@ async def test_tls_handshake_never_answered(pki_dir: Any) -> None:
 async def test_no_asyncio_write_warnings_after_hang_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A receiver that hangs up mid-batch: no 'socket.send() raised exception.' noise."""
+    """A receiver that hangs up mid-batch: no 'socket.send() raised' noise."""
 
     async def hang_up_after_one(r: Any, w: Any, s: Hostile) -> None:
         await s.opened(r, w)
@@ -487,9 +484,11 @@ async def test_no_asyncio_write_warnings_after_hang_up(
     async with Hostile(hang_up_after_one) as server:
         sink = make_sink(server.port, relp_window=1024)
         records = [make_event(i, note="n" * 2000) for i in range(1000)]
-        with caplog.at_level("WARNING", logger="asyncio"):
-            with pytest.raises(SinkUnavailableError):
-                await sink.send(records)
+        with (
+            caplog.at_level("WARNING", logger="asyncio"),
+            pytest.raises(SinkUnavailableError),
+        ):
+            await sink.send(records)
         await sink.aclose()
     noise = [r for r in caplog.records if "socket.send() raised" in r.getMessage()]
     assert not noise, f"{len(noise)} asyncio warnings"
