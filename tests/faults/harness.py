@@ -516,9 +516,18 @@ DUPLICATES_NOTE = [
     "taking a batch and that commit re-reads and re-sends what was in flight.",
     "The bound per kill is what can be in flight: the sink's queue and current",
     "batch (`queue_max_batches` x `batch_max_records`) plus the source page being",
-    "processed. A sink that times out after it did accept a batch (slow sink)",
-    "gets that batch again on retry. Either way the SIEM sees the same `event.id`",
-    "twice and can drop the copy; nothing is ever missing.",
+    "processed, plus the acknowledged batches whose grouped commit had not landed",
+    "yet (at most `pipeline.commit_interval`, 0.5 s, or `commit_max_ids`). A sink",
+    "that times out after it did accept a batch (slow sink) gets that batch",
+    "again on retry. Either way the SIEM sees the same `event.id` twice and can",
+    "drop the copy; nothing is ever missing.",
+    "",
+    "## Soak",
+    "",
+    "`python -m tests.faults.soak_kill --kills 15 --sink file` (or `--sink relp`,",
+    "against a hostile RELP mock) SIGKILLs `bbaudit run` at random moments",
+    "against the simulator, restarts it, ends with one `--once` run and prints",
+    "`served`, `delivered`, `dup` and `lost` (must be 0).",
 ]
 
 
