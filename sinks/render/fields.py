@@ -49,6 +49,7 @@ VERB_KIND: dict[str, str] = {
     "searched": "access",
     "refs_advertised": "access",
     "exported": "access",
+    "archived": "access",
     "login": "start",
     "login_failed": "start",
     "logout": "end",
