@@ -38,7 +38,8 @@ from collector.normalize.dc import normalize_dc
 from sinks import cef
 from sinks.render import render
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "bitbucket"
+# The vendored public samples (tests/fixtures/shared), present in every clone.
+SAMPLES = Path(__file__).resolve().parents[1] / "tests/fixtures/shared/bitbucket"
 VARIANTS = 240
 SEED = 20260501
 DIGEST_CHARS = 16

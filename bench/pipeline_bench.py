@@ -41,7 +41,8 @@ from collector.plugins import Runtime
 from collector.stages import SourceBatch
 from collector.state import StateStore
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "bitbucket"
+# The vendored public samples (tests/fixtures/shared), present in every clone.
+SAMPLES = Path(__file__).resolve().parents[1] / "tests/fixtures/shared/bitbucket"
 BATCH = 500
 RSS_MARK = 100_000
 STALL = 15.0  # seconds without progress after which arrival stops waiting

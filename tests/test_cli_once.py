@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
-from collector.cli import EXIT_OK, EXIT_SPOOLED, main
-from tests.conftest import SHARED_DATA
+from collector.cli import EXIT_OK, EXIT_SPOOLED
+from tests.conftest import PROJECT_ROOT, SHARED_DATA
 
 AUDIT_LINES = SHARED_DATA / "bitbucket" / "elastic_bitbucket_dc_audit_file_lines.ndjson"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``bbaudit`` in a process of its own: the CLI configures logging for the
+    whole process, which would leak into the tests that run after it."""
+    return subprocess.run(
+        [sys.executable, "-m", "collector.cli", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _closed_port() -> int:
@@ -44,9 +59,9 @@ def test_once_with_a_dead_sink_exits_3_and_keeps_the_records(tmp_path: Path) -> 
         " spool_after_attempts: 1}"
     )
 
-    code = main(["run", "-c", str(_config(tmp_path, sink)), "--once"])
+    done = run_cli("run", "-c", str(_config(tmp_path, sink)), "--once")
 
-    assert code == EXIT_SPOOLED
+    assert done.returncode == EXIT_SPOOLED, done.stderr[-2000:]
     assert (tmp_path / "state" / "spool" / "hec").is_dir()
 
 
@@ -55,7 +70,7 @@ def test_once_that_delivered_everything_exits_0(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     sink = f"{{kind: file, name: out, path: '{out}'}}"
 
-    code = main(["run", "-c", str(_config(tmp_path, sink)), "--once"])
+    done = run_cli("run", "-c", str(_config(tmp_path, sink)), "--once")
 
-    assert code == EXIT_OK
+    assert done.returncode == EXIT_OK, done.stderr[-2000:]
     assert len(out.read_text().splitlines()) > 20

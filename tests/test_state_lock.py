@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from collector.cli import EXIT_FAILED, main
+from collector.cli import EXIT_FAILED
 from collector.state_lock import LOCK_NAME, StateDirLock
+from tests.test_cli_once import run_cli
 
 HOLD_LOCK = """
 import sys, time
@@ -79,7 +79,7 @@ def _holder(state_dir: Path) -> subprocess.Popen[str]:
 
 
 def test_cli_refuses_a_state_dir_in_use_then_runs_after_kill_9(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
 ) -> None:
     """`bbaudit run` exits 1 naming the other process; a killed holder frees it."""
     state_dir = tmp_path / "state"
@@ -92,21 +92,16 @@ def test_cli_refuses_a_state_dir_in_use_then_runs_after_kill_9(
     )
     holder = _holder(state_dir)
     try:
-        refused = main(["run", "-c", str(config), "--once"])
-        message = capsys.readouterr().err
+        refused = run_cli("run", "-c", str(config), "--once")
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
         assert holder.stdout is not None
         holder.stdout.close()
-    deadline = time.monotonic() + 5
-    ran = main(["run", "-c", str(config), "--once"])
-    while ran != 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        ran = main(["run", "-c", str(config), "--once"])
+    ran = run_cli("run", "-c", str(config), "--once")
 
-    assert refused == EXIT_FAILED
-    assert f"pid {holder.pid}" in message
-    assert "in use by another bbaudit process" in message
-    assert ran == 0
+    assert refused.returncode == EXIT_FAILED
+    assert f"pid {holder.pid}" in refused.stderr
+    assert "in use by another bbaudit process" in refused.stderr
+    assert ran.returncode == 0, ran.stderr[-2000:]
     assert (state_dir / LOCK_NAME).exists()
