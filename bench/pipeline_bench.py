@@ -315,6 +315,9 @@ def arrival(count: Callable[[], int], stall: float = STALL) -> Arrival:
     return wait
 
 
+_COUNT_CHUNK = 1 << 20
+
+
 class LineCounter:
     """Lines of a file that only grows, read from where the last call stopped."""
 
@@ -328,11 +331,13 @@ class LineCounter:
         try:
             with self._path.open("rb") as handle:
                 handle.seek(self._offset)
-                data = handle.read()
+                # In slices: the receiver's output after a 500k run is tens of
+                # MB, and reading it whole would show up in the peak RSS.
+                while chunk := handle.read(_COUNT_CHUNK):
+                    self._offset += len(chunk)
+                    self._lines += chunk.count(b"\n")
         except FileNotFoundError:
             return 0
-        self._offset += len(data)
-        self._lines += data.count(b"\n")
         return self._lines
 
 
