@@ -175,7 +175,7 @@ class DetectionEngine:
         ts: float,
         alerts: list[Alert],
     ) -> None:
-        actor = actor_key(event) or (event.actor.name or "unknown").lower()
+        actor = sigma_subject(event)
         if self.state.suppressions.active(detection.meta.id, actor, ts):
             # A repeat within the window: skip the matching work (not counted
             # as suppressed, since it may not have matched at all).
@@ -291,3 +291,23 @@ def create_engine(settings: EngineSettings, runtime: Runtime) -> DetectionEngine
 
 
 __all__ = ["DetectionEngine", "SigmaLoadError", "build_rules", "create_engine"]
+
+
+def sigma_subject(event: AuditEvent) -> str:
+    """Who a Sigma alert is about, and so what its suppression is keyed on.
+
+    The acting user; for an anonymous author (a failed Data Center login is
+    written by "Anonymous") the user name that was tried. Keyed on the
+    author, one failure anywhere would silence the rule for every user for
+    the whole suppression window.
+    """
+    actor = actor_key(event)
+    if actor is not None:
+        return actor
+    if event.actor.kind == "anonymous":
+        attempted = event.attributes.get("target") or next(
+            iter(event.target_names("USER")), None
+        )
+        if attempted:
+            return attempted.lower()
+    return (event.actor.name or "unknown").lower()

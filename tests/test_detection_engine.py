@@ -212,3 +212,28 @@ async def test_shared_fixtures_raise_the_expected_alerts() -> None:
     assert "aac6c4f4-87c7-4961-96ac-c3fd3a42c310" in rules  # global permission
     sigma = next(a for a in alerts if a.rule_id.startswith("6aa12161"))
     assert sigma.rule_author and sigma.references
+
+
+def _failed_login(n: int, tried: str, minute: int) -> AuditEvent:
+    """A DC "User login failed" line: the author is Anonymous, the tried name
+    is the legacy ``target`` attribute."""
+    line = (SAMPLES / "elastic_bitbucket_dc_audit_file_lines.ndjson").read_text()
+    record = orjson.loads(line.splitlines()[15])
+    record["extraAttributes"][-1]["value"] = tried
+    record["timestamp"] = {"epochSecond": 1_780_000_000 + 60 * minute, "nano": n}
+    return normalize_dc(record, instance="test", source_kind="dc_file")
+
+
+async def test_sigma_failed_login_alerts_per_tried_user_not_per_anonymous() -> None:
+    """One user's failed login does not silence the Sigma rule for another user."""
+    events = [
+        _failed_login(1, "nobody", 0),
+        _failed_login(2, "priya.hall", 40),
+        _failed_login(3, "priya.hall", 41),
+    ]
+    engine = DetectionEngine(EngineSettings.model_validate({"sigma_builtin": True}))
+
+    alerts = await _run(engine, events)
+    sigma = [a for a in alerts if a.rule_id == "70ed1d26-0050-4b38-a599-92c53d57d45a"]
+
+    assert [a.actor for a in sigma] == ["nobody", "priya.hall"]
