@@ -49,8 +49,18 @@ class PipelineSettings(StrictModel):
     dedupe_retention: Duration = 2 * 86400.0
     drain_timeout: Duration = 25.0
     flush_interval: Duration = 5.0
-    commit_interval: Duration = Field(default=0.5, gt=0, le=60)
-    commit_max_ids: int = Field(default=20_000, ge=1, le=1_000_000)
+    commit_interval: Duration = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="acknowledged batches are committed together this often",
+    )
+    commit_max_ids: int = Field(
+        default=20_000,
+        ge=1,
+        le=1_000_000,
+        description="or as soon as this many event ids wait to be committed",
+    )
 
 
 class AppSettings(StrictModel):

@@ -51,17 +51,24 @@ def _type(field: FieldInfo) -> str:
     text = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
     text = text.replace("<class '", "").replace("'>", "")
     text = text.replace("pydantic.types.SecretStr", "secret")
+    text = text.replace("pydantic.networks.IPvAnyNetwork", "CIDR")
     text = re.sub(r"(collector|sinks|enrichers|detections)(\.\w+)+\.(\w+)", r"\3", text)
     return text.replace("|", "\\|")
 
 
 def _table(model: type[BaseModel], skip: frozenset[str] = frozenset()) -> list[str]:
-    rows = ["| key | type | default |", "| --- | --- | --- |"]
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name, field in model.model_fields.items():
         if name in skip:
             continue
-        rows.append(f"| `{name}` | {_type(field)} | {_default(field)} |")
+        meaning = _one_line(field.description or "")
+        rows.append(f"| `{name}` | {_type(field)} | {_default(field)} | {meaning} |")
     return rows
+
+
+def _one_line(text: str) -> str:
+    """A field description as one table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _plugins(title: str, key: str, registry: Registry[Any]) -> list[str]:

@@ -74,7 +74,11 @@ class ScimSettings(PluginSettings):
     page_size: int = Field(default=100, ge=1, le=1000)
     # A page of 1000 users with their groups is a few MB; a directory (or a
     # proxy in front of it) that sends more is refused, not buffered whole.
-    max_response_bytes: ByteSize = 16 * 1024 * 1024
+    max_response_bytes: ByteSize = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="a larger answer (decoded) is refused and counted as too_large",
+    )
 
 
 class ScimUnavailableError(Exception):
@@ -318,6 +322,7 @@ class ScimEnricher:
             return response.status_code, response.headers, b"".join(chunks)
 
     def _too_large(self, detail: str) -> None:
+        logger.warning("scim.answer_too_large", enricher=self.name, detail=detail)
         self._failed("too_large", open_for=None)
         raise ScimUnavailableError(f"directory answer too large ({detail})")
 

@@ -39,7 +39,12 @@ class SinkSettings(PluginSettings):
     # Each submission is a source batch (up to 500 events with their raw
     # records): 4 keep a fast sink busy, and in-flight events are what peak
     # RSS is made of (16 cost about 30 MiB more in `make bench`, for nothing).
-    queue_max_batches: int = Field(default=4, ge=1, le=10_000)
+    queue_max_batches: int = Field(
+        default=4,
+        ge=1,
+        le=10_000,
+        description="source batches waiting in memory before the pipeline waits",
+    )
     send_timeout: Duration = 30.0
     retry_initial: Duration = 0.5
     retry_max: Duration = 30.0

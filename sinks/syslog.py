@@ -100,7 +100,14 @@ class SyslogSinkSettings(SinkSettings):
     server_name: str | None = None
     max_udp_bytes: ByteSize = Field(default=2048, ge=1024)
     # Stock rsyslog keeps 8096 bytes of a message; see the module docstring.
-    max_stream_bytes: ByteSize = Field(default=8000, ge=1024)
+    max_stream_bytes: ByteSize = Field(
+        default=8000,
+        ge=1024,
+        description=(
+            "TCP/TLS/RELP messages are cut here and marked truncated; raise it"
+            " only with the receiver's limit (rsyslog maxMessageSize)"
+        ),
+    )
     timeout: Duration = 10.0
     relp_window: int = Field(
         default=DEFAULT_WINDOW,

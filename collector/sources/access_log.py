@@ -70,7 +70,13 @@ class AccessLogSettings(TailSettings):
     # Reverse proxies and load balancers in front of Bitbucket (CIDRs). With
     # them, the client is the last address of a forwarded-for chain that is
     # not one of them, which a client cannot forge; without, the first.
-    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description=(
+            "proxies in front of Bitbucket: the client is the last address of"
+            " a forwarded-for chain outside them (without: the first)"
+        ),
+    )
 
     @field_validator("timezone")
     @classmethod
