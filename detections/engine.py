@@ -96,7 +96,7 @@ class DetectionEngine:
             self.state.load(self.store)
         logger.info(
             "detection.started",
-            rules=len(self.rules),
+            rules=len(self.rules) + (self.risk is not None),
             sigma_rules=len(self.sigma),
             sigma_errors=len(self.sigma_errors),
         )
