@@ -354,6 +354,22 @@ def test_archives_over_ssh_and_rest_are_repository_downloads() -> None:
         assert event.context["git"]["protocol"] == protocol
 
 
+def test_labels_holding_the_separator_are_kept_whole() -> None:
+    """An SSH key label with " | " in it does not break the field layout."""
+    ssh = _ssh("git-upload-pack", "/proj/my-repo.git")
+    labels = "clone, ssh:user_key_label:laptop | work | old"
+    line = _end("o*P1", ssh, labels, proto="ssh", details=SSH_UA, status="0")
+
+    event = normalize_access_line(line, instance="i", timezone=UTC_ZONE)
+
+    assert event is not None
+    assert event.action == "repo.cloned"
+    assert event.user_agent == SSH_UA.strip('"')
+    git = event.context["git"]
+    assert git["labels"] == ["clone", "ssh:user_key_label:laptop | work | old"]
+    assert (git["bytes_written"], git["duration_ms"]) == (5242880, 1834)
+
+
 def test_outcomes_and_anonymous_actor() -> None:
     """HTTP non-2xx and SSH non-zero exits fail; '-' is an anonymous actor."""
     http = _end("o*F1", UPLOAD, "clone", status="401", user="-")

@@ -254,14 +254,16 @@ def _split_details(rest: list[str]) -> tuple[str | None, list[str | None]]:
     Tried in order: the full tail (status … session), the tail without its
     duration (older SSH lines), then a line cut short, read left to right.
     """
-    # TODO: labels holding " | " (an SSH key label is user-chosen) fail the
-    # tail shapes and are rejected; matters when key labels contain pipes.
     for size, has_duration in ((6, True), (5, False)):
         if len(rest) > size and _is_tail(rest[-size:], has_duration):
             tail: list[str | None] = list(rest[-size:])
             if not has_duration:
                 tail.insert(4, None)
             return _SEPARATOR.join(rest[:-size]), tail
+
+    split = _split_around_labels(rest)
+    if split is not None:
+        return split
 
     if rest and not _STATUS.match(rest[0].strip()):
         details, values = rest[0], rest[1:]
@@ -271,6 +273,28 @@ def _split_details(rest: list[str]) -> tuple[str | None, list[str | None]]:
         raise ValueError("cannot find status, bytes and duration fields")
     padded: list[str | None] = [*values, *([None] * (6 - len(values)))]
     return details, padded
+
+
+def _split_around_labels(
+    rest: list[str],
+) -> tuple[str | None, list[str | None]] | None:
+    """The full tail when the labels field itself holds " | ".
+
+    Labels carry user-chosen text (an SSH key's label), so they can contain
+    the separator. The fields around them have fixed shapes: status and two
+    byte counts before, duration and session after. The leftmost status that
+    fits starts the tail; what lies between the byte counts and the duration
+    is the labels field, pipes included.
+    """
+    if len(rest) < 7 or not _NUMBER.match(rest[-2].strip()):
+        return None
+    for start in range(1, len(rest) - 5):
+        status, read, written = (f.strip() for f in rest[start : start + 3])
+        if _STATUS.match(status) and _NUMBER.match(read) and _NUMBER.match(written):
+            labels = _SEPARATOR.join(rest[start + 3 : -2])
+            tail: list[str | None] = [*rest[start : start + 3], labels, *rest[-2:]]
+            return _SEPARATOR.join(rest[:start]), tail
+    return None
 
 
 def _is_tail(fields: list[str], has_duration: bool) -> bool:
