@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from collector.errors import SinkError, SinkUnavailableError
+from sinks.syslog_transport import open_stream, untrusted_certificate
 
 log = structlog.get_logger(__name__)
 
@@ -358,11 +359,7 @@ class RelpTransport:
             raise
         except ssl.SSLCertVerificationError as exc:
             await self._abort()
-            raise SinkError(
-                f"TLS certificate not trusted: {exc.verify_message}",
-                sink=self._sink,
-                retriable=False,
-            ) from exc
+            raise untrusted_certificate(exc, self._sink) from exc
         except (OSError, TimeoutError, EOFError) as exc:
             self._remember(tally, sent)
             await self._abort()
@@ -427,16 +424,12 @@ class RelpTransport:
         if self._session is not None and self._session.lost is None:
             return self._session
         await self._abort()
-        server_hostname = (self._server_name or self._host) if self._tls else None
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                self._host,
-                self._port,
-                ssl=self._tls,
-                server_hostname=server_hostname,
-                ssl_handshake_timeout=self._timeout if self._tls else None,
-            ),
-            self._timeout,
+        reader, writer = await open_stream(
+            self._host,
+            self._port,
+            tls=self._tls,
+            server_name=self._server_name,
+            within=self._timeout,
         )
         session = _Session(reader, writer, self._timeout)
         self._session = session

@@ -59,6 +59,40 @@ def make_tls_context(
     return context
 
 
+async def open_stream(
+    host: str,
+    port: int,
+    *,
+    tls: ssl.SSLContext | None,
+    server_name: str | None,
+    within: float,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP or TLS connection, handshake included, within ``within`` seconds.
+
+    The certificate is checked against ``server_name`` when given (a receiver
+    reached by address), else against ``host``.
+    """
+    return await asyncio.wait_for(
+        asyncio.open_connection(
+            host,
+            port,
+            ssl=tls,
+            server_hostname=(server_name or host) if tls else None,
+            ssl_handshake_timeout=within if tls else None,
+        ),
+        within,
+    )
+
+
+def untrusted_certificate(exc: ssl.SSLCertVerificationError, sink: str) -> SinkError:
+    """The permanent error for a receiver whose certificate does not verify."""
+    return SinkError(
+        f"TLS certificate not trusted: {exc.verify_message}",
+        sink=sink,
+        retriable=False,
+    )
+
+
 def octet_frame(message: bytes) -> bytes:
     """``LEN SP MSG`` (RFC 6587 section 3.4.1)."""
     return str(len(message)).encode("ascii") + b" " + message
@@ -150,11 +184,7 @@ class StreamTransport:
             await asyncio.wait_for(writer.drain(), self._timeout)
         except ssl.SSLCertVerificationError as exc:
             await self.aclose()
-            raise SinkError(
-                f"TLS certificate not trusted: {exc.verify_message}",
-                sink=self._sink,
-                retriable=False,
-            ) from exc
+            raise untrusted_certificate(exc, self._sink) from exc
         except (OSError, TimeoutError, EOFError) as exc:
             await self.aclose()
             raise SinkUnavailableError(
@@ -171,16 +201,12 @@ class StreamTransport:
             if not self._reader.at_eof() and not self._writer.is_closing():
                 return self._writer
             await self.aclose()
-        server_hostname = (self._server_name or self._host) if self._tls else None
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                self._host,
-                self._port,
-                ssl=self._tls,
-                server_hostname=server_hostname,
-                ssl_handshake_timeout=self._timeout if self._tls else None,
-            ),
-            self._timeout,
+        reader, writer = await open_stream(
+            self._host,
+            self._port,
+            tls=self._tls,
+            server_name=self._server_name,
+            within=self._timeout,
         )
         self._reader, self._writer = reader, writer
         log.debug("syslog.connected", sink=self._sink, tls=self._tls is not None)
