@@ -27,9 +27,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
+
+from sinks.syslog import SyslogSinkSettings
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
 _CONFIG = """\
@@ -203,6 +205,24 @@ def configure_rsyslog(work: Path, pki: Pki) -> Rsyslog:
         )
     )
     return receiver
+
+
+def loopback_settings(
+    port: int, transport: str, **overrides: Any
+) -> SyslogSinkSettings:
+    """Syslog sink settings to 127.0.0.1:``port``: raw format, 5 s timeout."""
+    values: dict[str, Any] = {
+        "kind": "syslog",
+        "name": "syslog",
+        "host": "127.0.0.1",
+        "port": port,
+        "transport": transport,
+        "hostname": "bb-test",
+        "timeout": 5,
+        "format": "raw",
+    }
+    values.update(overrides)
+    return SyslogSinkSettings(**values)
 
 
 def _wait_ready(

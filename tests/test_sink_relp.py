@@ -19,7 +19,7 @@ from sinks.delivery import DeliveryChannel
 from sinks.relp import MAX_TXNR, FrameParser, RelpProtocolError, encode_frame
 from sinks.syslog import SyslogSink, SyslogSinkSettings
 from tests.sink_records import make_alert, make_event
-from tests.syslog_receivers import Rsyslog, pki, rsyslog
+from tests.syslog_receivers import Rsyslog, loopback_settings, pki, rsyslog
 
 __all__ = ["pki", "rsyslog"]  # fixtures used by name below
 
@@ -48,18 +48,7 @@ def settings(
     port: int, transport: str = "relp", **overrides: Any
 ) -> SyslogSinkSettings:
     """RELP sink settings to 127.0.0.1:``port``."""
-    values: dict[str, Any] = {
-        "kind": "syslog",
-        "name": "syslog",
-        "host": "127.0.0.1",
-        "port": port,
-        "transport": transport,
-        "hostname": "bb-test",
-        "timeout": 5,
-        "format": "raw",
-    }
-    values.update(overrides)
-    return SyslogSinkSettings(**values)
+    return loopback_settings(port, transport, **overrides)
 
 
 def make_sink(port: int, transport: str = "relp", **overrides: Any) -> SyslogSink:

@@ -16,7 +16,7 @@ from collector.model import Record
 from sinks import cef
 from sinks.syslog import SyslogSink, SyslogSinkSettings
 from tests.sink_records import make_alert, make_event
-from tests.syslog_receivers import Rsyslog, pki, rsyslog
+from tests.syslog_receivers import Rsyslog, loopback_settings, pki, rsyslog
 
 __all__ = ["pki", "rsyslog"]  # fixtures used by name below
 
@@ -37,18 +37,7 @@ async def close_sinks() -> AsyncIterator[None]:
 
 def make_sink(port: int, transport: str, **overrides: Any) -> SyslogSink:
     """A sink to 127.0.0.1:``port``."""
-    values: dict[str, Any] = {
-        "kind": "syslog",
-        "name": "syslog",
-        "host": "127.0.0.1",
-        "port": port,
-        "transport": transport,
-        "hostname": "bb-test",
-        "timeout": 5,
-        "format": "raw",
-    }
-    values.update(overrides)
-    sink = SyslogSink(SyslogSinkSettings(**values))
+    sink = SyslogSink(loopback_settings(port, transport, **overrides))
     _OPEN.append(sink)
     return sink
 

@@ -36,7 +36,7 @@ from sinks.splunk_hec import SplunkHecSettings, SplunkHecSink
 from sinks.syslog import SyslogSink, SyslogSinkSettings
 from tests.hec_receiver import HecReceiver
 from tests.sink_records import make_alert, make_event
-from tests.syslog_receivers import Rsyslog, pki, rsyslog
+from tests.syslog_receivers import Rsyslog, loopback_settings, pki, rsyslog
 
 __all__ = ["pki", "rsyslog"]  # fixtures used by name below
 
@@ -232,20 +232,10 @@ async def test_hec_awkward_values_arrive_intact() -> None:
 
 def syslog_settings(port: int, transport: str, pki_ca: Path) -> SyslogSinkSettings:
     """Syslog sink settings to rsyslog on loopback, delivery tuned for the test."""
-    values: dict[str, Any] = {
-        "kind": "syslog",
-        "name": "syslog",
-        "host": "127.0.0.1",
-        "port": port,
-        "transport": transport,
-        "hostname": "bb-test",
-        "timeout": 5,
-        "format": "raw",
-        **DELIVERY,
-    }
+    tls: dict[str, Any] = {}
     if transport in ("tls", "relp_tls"):
-        values.update(ca_file=str(pki_ca), server_name="localhost")
-    return SyslogSinkSettings(**values)
+        tls = {"ca_file": str(pki_ca), "server_name": "localhost"}
+    return loopback_settings(port, transport, **DELIVERY, **tls)
 
 
 def port_of(receiver: Rsyslog, transport: str) -> int:
