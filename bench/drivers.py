@@ -18,6 +18,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from bench.pipeline_bench import (
     run_forwarder,
     run_pipeline,
 )
-from collector.plugins import Runtime
+from collector.app import build_channel
 
 HEC_TOKEN = "0b0a0d17-0000-4000-8000-00000000be4c"
 
@@ -55,19 +56,14 @@ def run_sink(sink: str, events: int, data: str) -> tuple[Result, Result]:
 
 async def bench_file(events: int, data: str) -> tuple[Result, Result]:
     """The file sink (fsync per batch) against an fsyncing line writer."""
-    from sinks.delivery import DeliveryChannel
-    from sinks.file import FileSink, FileSinkSettings
+    from sinks.file import FileSinkSettings
 
     with tempfile.TemporaryDirectory(prefix="bbaudit-bench-file-") as tmp:
         settings = FileSinkSettings(
             kind="file", name="file", path=Path(tmp) / "out.jsonl", batch_max_wait=0.05
         )
 
-        def channel(runtime: Runtime) -> Any:
-            return DeliveryChannel(
-                FileSink(settings), settings, runtime.metrics,
-                spool_dir=runtime.state_dir / "spool" / "file",
-            )  # fmt: skip
+        channel = partial(build_channel, settings)
 
         full = await run_pipeline("file", events, channel, data)
         minimal = await run_forwarder(
@@ -80,8 +76,7 @@ async def bench_kafka(events: int, data: str) -> tuple[Result, Result]:
     """The Kafka sink against a bare producer, both to a tansu started here."""
     from aiokafka import AIOKafkaProducer
 
-    from sinks.delivery import DeliveryChannel
-    from sinks.kafka import KafkaSink, KafkaSinkSettings, producer_options
+    from sinks.kafka import KafkaSinkSettings, producer_options
     from tests.kafka_broker import TansuBroker, free_port, tansu_binary
 
     binary = tansu_binary()
@@ -97,11 +92,7 @@ async def bench_kafka(events: int, data: str) -> tuple[Result, Result]:
                 batch_max_records=2000, batch_max_wait=0.05,
             )  # fmt: skip
 
-            def channel(runtime: Runtime) -> Any:
-                return DeliveryChannel(
-                    KafkaSink(settings), settings, runtime.metrics,
-                    spool_dir=runtime.state_dir / "spool" / "kafka",
-                )  # fmt: skip
+            channel = partial(build_channel, settings)
 
             full = await run_pipeline("kafka", events, channel, data)
             producer = AIOKafkaProducer(**producer_options(settings))
@@ -133,8 +124,7 @@ async def bench_hec(events: int, data: str) -> tuple[Result, Result]:
     import httpx
 
     from bench.hec_server import HecServer
-    from sinks.delivery import DeliveryChannel
-    from sinks.splunk_hec import SplunkHecSettings, SplunkHecSink
+    from sinks.splunk_hec import SplunkHecSettings
 
     server = HecServer(HEC_TOKEN)
     try:
@@ -143,11 +133,7 @@ async def bench_hec(events: int, data: str) -> tuple[Result, Result]:
             batch_max_wait=0.05,
         )  # fmt: skip
 
-        def channel(runtime: Runtime) -> Any:
-            return DeliveryChannel(
-                SplunkHecSink(settings, runtime), settings, runtime.metrics,
-                spool_dir=runtime.state_dir / "spool" / "hec",
-            )  # fmt: skip
+        channel = partial(build_channel, settings)
 
         counted = arrival(server.indexed)
         full = await run_pipeline("hec", events, channel, data, counted)
@@ -195,8 +181,7 @@ async def bench_syslog(events: int, data: str) -> tuple[Result, Result]:
     Both write to an rsyslogd started here; the clock stops once rsyslog has
     written out every message (TCP has no answers, a drain is not arrival).
     """
-    from sinks.delivery import DeliveryChannel
-    from sinks.syslog import SyslogSink, SyslogSinkSettings
+    from sinks.syslog import SyslogSinkSettings
 
     with started_rsyslog() as receiver:
         settings = SyslogSinkSettings(
@@ -204,11 +189,7 @@ async def bench_syslog(events: int, data: str) -> tuple[Result, Result]:
             port=receiver.tcp_port, transport="tcp", batch_max_wait=0.05,
         )  # fmt: skip
 
-        def channel(runtime: Runtime) -> Any:
-            return DeliveryChannel(
-                SyslogSink(settings, runtime), settings, runtime.metrics,
-                spool_dir=runtime.state_dir / "spool" / "syslog",
-            )  # fmt: skip
+        channel = partial(build_channel, settings)
 
         # The parsed copy has short lines: cheaper to count than the raw one.
         lines = LineCounter(receiver.parsed_file)

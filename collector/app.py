@@ -71,7 +71,7 @@ def build_service(
         ENRICHERS.get(e.kind, "enrichers").factory(e, runtime)
         for e in settings.enrichers
     ]
-    channels = [_channel(s, runtime) for s in settings.sinks]
+    channels = [build_channel(s, runtime) for s in settings.sinks]
     detector = _detector(settings.detections, runtime)
     enrich = _enrich_chain(enrichers, metrics) if enrichers else None
 
@@ -88,7 +88,8 @@ def build_service(
     return Service(pipeline, store, metrics, enrichers)
 
 
-def _channel(settings: Any, runtime: Runtime) -> Channel:
+def build_channel(settings: Any, runtime: Runtime) -> Channel:
+    """The delivery channel of one sink's settings, spooling under state_dir."""
     from sinks.delivery import DeliveryChannel
 
     sink = SINKS.get(settings.kind, "sinks").factory(settings, runtime)
