@@ -23,6 +23,7 @@ from detections.rules.base import (
     Finding,
     RuleMeta,
     actor_key,
+    tried_username,
 )
 from detections.settings import EngineSettings
 from detections.sigma import (
@@ -304,10 +305,5 @@ def sigma_subject(event: AuditEvent) -> str:
     actor = actor_key(event)
     if actor is not None:
         return actor
-    if event.actor.kind == "anonymous":
-        attempted = event.attributes.get("target") or next(
-            iter(event.target_names("USER")), None
-        )
-        if attempted:
-            return attempted.lower()
-    return (event.actor.name or "unknown").lower()
+    tried = tried_username(event) if event.actor.kind == "anonymous" else None
+    return tried or (event.actor.name or "unknown").lower()

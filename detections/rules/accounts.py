@@ -13,6 +13,7 @@ from detections.rules.base import (
     Finding,
     RuleMeta,
     context_map,
+    tried_username,
 )
 from detections.settings import EngineSettings
 from detections.state import join_key
@@ -55,7 +56,7 @@ class BruteForce(BaseRule):
         self, event: AuditEvent, ts: float, user: str | None, state: DetectionState
     ) -> Sequence[Finding]:
         """Count failures; on a success, look at the user's recent failures."""
-        user = _attempted_user(event, user)
+        user = user if user is not None else tried_username(event)
         if event.action == "auth.login":
             return self._success(event, user, ts, state)
 
@@ -120,15 +121,6 @@ class BruteForce(BaseRule):
                 details={"failures": len(recent), "succeeded": True},
             ),
         )
-
-
-def _attempted_user(event: AuditEvent, user: str | None) -> str | None:
-    if user is None:
-        target = event.attributes.get("target") or next(
-            iter(event.target_names("USER")), None
-        )
-        user = target.lower() if target else None
-    return user
 
 
 class InactiveIdentity(BaseRule):

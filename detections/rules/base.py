@@ -158,6 +158,15 @@ def actor_key(event: AuditEvent) -> str | None:
     return name.lower() if name else None
 
 
+def tried_username(event: AuditEvent) -> str | None:
+    """The user name a login tried, lowercased: on DC a failed login is written
+    by "Anonymous" and names the account in ``target`` or a USER target."""
+    tried = event.attributes.get("target") or next(
+        iter(event.target_names("USER")), None
+    )
+    return tried.lower() if tried else None
+
+
 def context_map(event: AuditEvent, key: str) -> Mapping[str, Any]:
     """``event.context[key]`` when it is a mapping, else an empty one."""
     value = event.context.get(key)
