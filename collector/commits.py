@@ -35,11 +35,31 @@ Landed = Callable[[str, list[str], int], None]
 
 @dataclass(slots=True)
 class _Group:
-    """What is waiting for the next write: latest checkpoint per source, ids."""
+    """What is waiting for the next write: per source, the latest checkpoint,
+    the delivered event ids and how many batches they came in."""
 
     checkpoints: dict[str, Any] = field(default_factory=dict)
-    seen: list[tuple[str, str]] = field(default_factory=list)
+    ids: dict[str, list[str]] = field(default_factory=dict)
     batches: dict[str, int] = field(default_factory=dict)
+    size: int = 0  # ids over all sources
+
+    def add(
+        self, source: str, checkpoint: Any | None, event_ids: list[str], batches: int
+    ) -> None:
+        """Take one source's done batches (later checkpoints win)."""
+        if checkpoint is not None:
+            self.checkpoints[source] = checkpoint
+        self.ids.setdefault(source, []).extend(event_ids)
+        self.batches[source] = self.batches.get(source, 0) + batches
+        self.size += len(event_ids)
+
+    def pending(self) -> bool:
+        """Whether anything waits to be written."""
+        return bool(self.size or self.checkpoints or self.batches)
+
+    def seen_pairs(self) -> list[tuple[str, str]]:
+        """(event id, source) rows for the dedupe set."""
+        return [(i, source) for source, ids in self.ids.items() for i in ids]
 
 
 class CommitWriter:
@@ -77,11 +97,8 @@ class CommitWriter:
             return
 
         group = self._group
-        if checkpoint is not None:
-            group.checkpoints[source] = checkpoint
-        group.seen.extend((event_id, source) for event_id in event_ids)
-        group.batches[source] = group.batches.get(source, 0) + batches
-        if len(group.seen) >= self._max_ids:
+        group.add(source, checkpoint, event_ids, batches)
+        if group.size >= self._max_ids:
             self._due = True
         self._schedule()
 
@@ -113,7 +130,7 @@ class CommitWriter:
         except TimeoutError:
             log.error(
                 "state.commits_abandoned",
-                ids=len(self._group.seen),
+                ids=self._group.size,
                 reason="state writes kept failing at shutdown; re-sent next run",
             )
         finally:
@@ -128,7 +145,7 @@ class CommitWriter:
             self._executor.shutdown(wait=self._writing is None)
 
     def _pending(self) -> bool:
-        return bool(self._group.seen or self._group.checkpoints)
+        return self._group.pending()
 
     def _schedule(self) -> None:
         """Start a write if one is due and none runs; else make sure one will be."""
@@ -165,7 +182,7 @@ class CommitWriter:
             log.error(
                 "state.commit_failed",
                 error=str(exc)[:200],
-                ids=len(group.seen),
+                ids=group.size,
                 attempt=self._failures,
                 retry_in_s=round(self._retry_delay(), 3),
             )
@@ -181,7 +198,7 @@ class CommitWriter:
         """On the writer thread: one transaction over its own connection."""
         if self._db is None:
             self._db = StateStore(self._store.path, check_same_thread=False)
-        self._db.commit(group.checkpoints, group.seen)
+        self._db.commit(group.checkpoints, group.seen_pairs())
 
     def _write_now(
         self, source: str, checkpoint: Any | None, event_ids: list[str], batches: int
@@ -195,21 +212,21 @@ class CommitWriter:
         self._on_landed(source, event_ids, batches)
 
     def _requeue(self, group: _Group) -> None:
-        # Older checkpoints must not overwrite newer ones queued meanwhile.
+        # The failed group is older: replaying the newer one on top of it keeps
+        # the newer checkpoints.
         newer = self._group
-        merged = _Group({**group.checkpoints, **newer.checkpoints})
-        merged.seen = group.seen + newer.seen
-        for counts in (group.batches, newer.batches):
-            for source, count in counts.items():
-                merged.batches[source] = merged.batches.get(source, 0) + count
-        self._group = merged
+        for source in newer.batches.keys() | newer.checkpoints.keys():
+            group.add(
+                source,
+                newer.checkpoints.get(source),
+                newer.ids.get(source, []),
+                newer.batches.get(source, 0),
+            )
+        self._group = group
 
     def _report(self, group: _Group) -> None:
-        ids_by_source: dict[str, list[str]] = {s: [] for s in group.batches}
-        for event_id, source in group.seen:
-            ids_by_source.setdefault(source, []).append(event_id)
-        for source, ids in ids_by_source.items():
-            self._on_landed(source, ids, group.batches.get(source, 0))
+        for source, count in group.batches.items():
+            self._on_landed(source, group.ids.get(source, []), count)
 
     def _close_db(self) -> None:
         if self._db is not None:
