@@ -20,8 +20,8 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
+from collector.memo import Memo
 from collector.model import Alert, AuditEvent, Record
 
 DEFAULT_VENDOR = "bbaudit"
@@ -81,22 +81,13 @@ def extension_key(name: str) -> str:
     key = _KEYS.get(name)
     if key is None:
         key = _KEY_RE.sub("", name) or "x"
-        _remember(_KEYS, name, key)
+        _KEYS.remember(name, key)
     return key
 
 
-def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
-    # Emptied when full: the bound holds whatever the input, and the hot set
-    # (the fixed extension keys, the instance's client addresses) refills fast.
-    if len(cache) >= _MAX_CACHED:
-        cache.clear()
-    cache[key] = value
-
-
 # Every line repeats the same extension keys; most sources recur too.
-_KEYS: dict[str, str] = {}
-_IS_ADDRESS: dict[str, bool] = {}
-_MAX_CACHED = 4096
+_KEYS: Memo[str, str] = Memo()
+_IS_ADDRESS: Memo[str, bool] = Memo()
 
 
 def format_line(
@@ -199,5 +190,5 @@ def _is_address(value: str) -> bool:
             known = True
         except ValueError:
             known = False
-        _remember(_IS_ADDRESS, value, known)
+        _IS_ADDRESS.remember(value, known)
     return known

@@ -10,6 +10,7 @@ import orjson
 
 from collector.actions import ActionInfo, classify_dc
 from collector.ids import dc_event_id
+from collector.memo import Memo
 from collector.model import Actor, ActorKind, AuditEvent, Change, Target
 
 DcShape = Literal["rest", "file"]
@@ -143,7 +144,7 @@ def _actor(author: Any, attributes: Mapping[str, str]) -> Actor:
     actor = _ACTORS.get(key)
     if actor is None:
         actor = _new_actor(name, raw_type, actor_id, auth_method)
-        _remember(_ACTORS, key, actor)
+        _ACTORS.remember(key, actor)
     return actor
 
 
@@ -196,7 +197,7 @@ def _target(raw_type: Any, name: Any, target_id: Any) -> Target:
     target = _TARGETS.get(key)
     if target is None:
         target = Target(raw_type or "UNKNOWN", name or None, target_id or None)
-        _remember(_TARGETS, key, target)
+        _TARGETS.remember(key, target)
     return target
 
 
@@ -222,22 +223,13 @@ def _classify(key: str | None, name: str | None) -> ActionInfo:
     info = _ACTIONS.get(pair)
     if info is None:
         info = classify_dc(key, name)
-        _remember(_ACTIONS, pair, info)
+        _ACTIONS.remember(pair, info)
     return info
 
 
-def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
-    # Emptied when full rather than evicted one by one: a hot set refills
-    # within a few batches, and the bound holds whatever the input.
-    if len(cache) >= _MAX_CACHED:
-        cache.clear()
-    cache[key] = value
-
-
-_ACTORS: dict[tuple[str, str, str, str | None], Actor] = {}
-_TARGETS: dict[tuple[str, str, str], Target] = {}
-_ACTIONS: dict[tuple[str | None, str | None], ActionInfo] = {}
-_MAX_CACHED = 4096
+_ACTORS: Memo[tuple[str, str, str, str | None], Actor] = Memo()
+_TARGETS: Memo[tuple[str, str, str], Target] = Memo()
+_ACTIONS: Memo[tuple[str | None, str | None], ActionInfo] = Memo()
 
 
 def _attributes(value: Any) -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from collector.memo import Memo
 from collector.model import Alert, AuditEvent, Target
 from sinks.render.fields import (
     ECS_CATEGORY,
@@ -139,16 +140,12 @@ def _event_kinds(event: AuditEvent) -> _Kinds:
     kinds = _KINDS.get(key)
     if kinds is None:
         categories = ECS_CATEGORY.get(event.category, ("configuration",))
-        kinds = (categories, tuple(event_types(event)))
-        if len(_KINDS) >= _MAX_KINDS:
-            _KINDS.clear()
-        _KINDS[key] = kinds
+        kinds = _KINDS.remember(key, (categories, tuple(event_types(event))))
     return kinds
 
 
 # An instance uses a few hundred actions; the cap holds whatever arrives.
-_KINDS: dict[tuple[str, str, str, str | None], _Kinds] = {}
-_MAX_KINDS = 4096
+_KINDS: Memo[tuple[str, str, str, str | None], _Kinds] = Memo()
 
 
 def _add_actor(document: dict[str, Any], event: AuditEvent) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from collector.memo import Memo
 from collector.model import Alert, AuditEvent
 from sinks.render.fields import OCSF_SEVERITY_ID, change_kind, epoch_ms, verb
 
@@ -108,16 +109,13 @@ def _activity(class_uid: int, action: str) -> int:
         if activity is None:
             by_kind = _ACTIVITY_BY_KIND.get(class_uid, {})
             activity = by_kind.get(change_kind(action), 99)
-        if len(_ACTIVITY_SEEN) >= _MAX_SEEN:
-            _ACTIVITY_SEEN.clear()
-        _ACTIVITY_SEEN[(class_uid, action)] = activity
+        _ACTIVITY_SEEN.remember((class_uid, action), activity)
     return activity
 
 
 # activity_id per (class_uid, action): an instance uses a few hundred actions,
 # and the cap holds whatever arrives.
-_ACTIVITY_SEEN: dict[tuple[int, str], int] = {}
-_MAX_SEEN = 4096
+_ACTIVITY_SEEN: Memo[tuple[int, str], int] = Memo()
 
 
 def _metadata(uid: str, event_code: str) -> dict[str, Any]:
