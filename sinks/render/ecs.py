@@ -18,9 +18,11 @@ from collector.model import Alert, AuditEvent, Target
 from sinks.render.fields import (
     ECS_CATEGORY,
     SEVERITY_SCORE,
+    change_list,
     event_types,
     iso_time,
     put,
+    target_list,
 )
 
 ECS_VERSION = "8.11.0"
@@ -126,10 +128,8 @@ def _bbaudit(event: AuditEvent) -> dict[str, Any]:
         "action_key": event.action_key,
         "raw_category": event.raw_category,
         "actor_kind": event.actor.kind,
-        "targets": [
-            {"type": t.type, "name": t.name, "id": t.id} for t in event.targets
-        ],
-        "changes": [{"key": c.key, "from": c.old, "to": c.new} for c in event.changes],
+        "targets": target_list(event),
+        "changes": change_list(event),
         "attributes": dict(event.attributes),
     }
 

@@ -88,6 +88,16 @@ def event_types(event: AuditEvent) -> list[str]:
     return types
 
 
+def target_list(event: AuditEvent) -> list[dict[str, str | None]]:
+    """The targets as ``{type, name, id}`` objects, in order."""
+    return [{"type": t.type, "name": t.name, "id": t.id} for t in event.targets]
+
+
+def change_list(event: AuditEvent) -> list[dict[str, str | None]]:
+    """The changed values as ``{key, from, to}`` objects, in order."""
+    return [{"key": c.key, "from": c.old, "to": c.new} for c in event.changes]
+
+
 def iso_time(value: datetime) -> str:
     """ISO 8601 with a ``Z`` suffix."""
     return value.isoformat().replace("+00:00", "Z")

@@ -16,7 +16,14 @@ import orjson
 
 from collector.memo import Memo
 from collector.model import Alert, AuditEvent
-from sinks.render.fields import OCSF_SEVERITY_ID, change_kind, epoch_ms, verb
+from sinks.render.fields import (
+    OCSF_SEVERITY_ID,
+    change_kind,
+    change_list,
+    epoch_ms,
+    target_list,
+    verb,
+)
 
 OCSF_VERSION = "1.1.0"
 _PRODUCT = {"name": "Bitbucket", "vendor_name": "Atlassian"}
@@ -230,10 +237,8 @@ def _unmapped(event: AuditEvent) -> dict[str, Any]:
         "category": event.category,
         "instance": event.instance,
         "source_kind": event.source_kind,
-        "targets": [
-            {"type": t.type, "name": t.name, "id": t.id} for t in event.targets
-        ],
-        "changes": [{"key": c.key, "from": c.old, "to": c.new} for c in event.changes],
+        "targets": target_list(event),
+        "changes": change_list(event),
         "context": event.context,
     }
 

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from collector.model import Actor, Alert, AuditEvent
+from sinks.render.fields import target_list
 
 
 def event_to_raw(event: AuditEvent) -> dict[str, Any]:
@@ -30,9 +31,7 @@ def event_to_raw(event: AuditEvent) -> dict[str, Any]:
         "action_key": event.action_key,
         "raw_category": event.raw_category,
         "actor": _actor(event.actor),
-        "targets": [
-            {"type": t.type, "name": t.name, "id": t.id} for t in event.targets
-        ],
+        "targets": target_list(event),
         "source_ip": event.source_ip,
         "user_agent": event.user_agent,
         "changes": [{"key": c.key, "old": c.old, "new": c.new} for c in event.changes],
