@@ -23,10 +23,13 @@ from typing import Any, Literal
 import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import Field, field_validator
 
 from collector.errors import SinkClosedError, SinkError, SinkUnavailableError
+from collector.memo import Memo
 from collector.model import Alert, Record
 from collector.plugins import SINKS, Runtime
 from collector.settings_types import ByteSize, Duration
@@ -90,6 +93,7 @@ class KafkaSink:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._closed = False
+        self._key_hashes: Memo[bytes, int] = Memo()
 
     async def start(self) -> None:
         """Build and start the producer (bootstraps against the brokers)."""
@@ -120,8 +124,7 @@ class KafkaSink:
         futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self._settings.request_timeout):
-                for record in records:
-                    futures.append(await self._produce(producer, record))
+                await self._produce(producer, records, futures)
                 results = await asyncio.gather(*futures, return_exceptions=True)
             _raise_first(results)
         except (KafkaError, TimeoutError, OSError) as exc:
@@ -132,7 +135,42 @@ class KafkaSink:
                 await self._reset(type(exc).__name__)
             raise error from exc
 
-    async def _produce(self, producer: AIOKafkaProducer, record: Record) -> Any:
+    async def _produce(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[Record],
+        futures: list[asyncio.Future[Any]],
+    ) -> None:
+        """Fill one record batch per topic partition, in record order, and hand
+        each to the producer as it fills (the rest at the end); ``futures``
+        gets one future per batch.
+
+        Whole batches instead of ``producer.send`` per record: aiokafka's
+        per-message path (a future and an accumulator lookup each) cost about
+        half of this sink's time.
+        """
+        open_batches: dict[tuple[str, int], Any] = {}
+        partitions = _Partitions(producer, self._key_hashes)
+        for record in records:
+            topic, key, value = self._message(record)
+            headers = [("bbaudit-id", record.id.encode())]
+            _check_size(key, value, headers, self._settings.max_request_size)
+            slot = (topic, await partitions.of(topic, key))
+            batch = open_batches.get(slot)
+            if batch is None:
+                batch = open_batches[slot] = producer.create_batch()
+            added = batch.append(timestamp=None, key=key, value=value, headers=headers)
+            if added is not None:
+                continue
+            # Full: send it and start the next; a fresh batch takes any record.
+            futures.append(await producer.send_batch(batch, slot[0], partition=slot[1]))
+            batch = open_batches[slot] = producer.create_batch()
+            batch.append(timestamp=None, key=key, value=value, headers=headers)
+        for (topic, partition), batch in open_batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+
+    def _message(self, record: Record) -> tuple[str, bytes, bytes]:
+        """The topic, key and value of one record."""
         settings = self._settings
         document = render(record, settings.format, original=settings.include_original)
         key: str | None
@@ -140,12 +178,7 @@ class KafkaSink:
             topic, key = settings.alerts_topic, record.actor or record.key
         else:
             topic, key = settings.events_topic, record.actor.name or record.actor.id
-        return await producer.send(
-            topic,
-            orjson.dumps(document),
-            key=key.encode() if key else _NO_KEY,
-            headers=[("bbaudit-id", record.id.encode())],
-        )
+        return topic, key.encode() if key else _NO_KEY, orjson.dumps(document)
 
     async def _reset(self, reason: str) -> None:
         """Throw the producer away; the next send builds a new one."""
@@ -224,6 +257,39 @@ def tls_context(settings: KafkaSinkSettings) -> ssl.SSLContext:
             settings.ssl_key_password,
         )
     return context
+
+
+class _Partitions:
+    """The partition of each key, as aiokafka's default partitioner (and the
+    Java client's) picks it: murmur2 of the key over the sorted partitions.
+    One per send: the partition list is read once per topic."""
+
+    def __init__(self, producer: AIOKafkaProducer, key_hashes: Memo[bytes, int]):
+        self._producer = producer
+        self._key_hashes = key_hashes
+        self._by_topic: dict[str, list[int]] = {}
+
+    async def of(self, topic: str, key: bytes) -> int:
+        """The partition ``key`` goes to in ``topic``."""
+        partitions = self._by_topic.get(topic)
+        if partitions is None:
+            found = await self._producer.partitions_for(topic)
+            partitions = self._by_topic[topic] = sorted(found)
+        hashed = self._key_hashes.get(key)
+        if hashed is None:
+            hashed = self._key_hashes.remember(key, murmur2(key) & 0x7FFFFFFF)
+        return partitions[hashed % len(partitions)]
+
+
+def _check_size(
+    key: bytes, value: bytes, headers: list[tuple[str, bytes]], limit: int
+) -> None:
+    """Refuse a message the broker would refuse, as ``producer.send`` does."""
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+    if size > limit:
+        raise MessageSizeTooLargeError(
+            f"the message is {size} bytes, above max_request_size ({limit})"
+        )
 
 
 def _raise_first(results: list[Any]) -> None:
