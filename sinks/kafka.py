@@ -50,6 +50,9 @@ _FATAL_ERRORS = {
     "ProducerClosed",
 }
 _NO_KEY = b"-"
+# Above key and value: batch header, record varints and the id header. Only
+# messages within this of max_request_size get the exact (slower) size check.
+_RECORD_OVERHEAD_BYTES = 512
 
 
 class KafkaSinkSettings(SinkSettings):
@@ -151,11 +154,16 @@ class KafkaSink:
         """
         open_batches: dict[tuple[str, int], Any] = {}
         partitions = _Partitions(producer, self._key_hashes)
+        limit = self._settings.max_request_size
         for record in records:
             topic, key, value = self._message(record)
             headers = [("bbaudit-id", record.id.encode())]
-            _check_size(key, value, headers, self._settings.max_request_size)
-            slot = (topic, await partitions.of(topic, key))
+            if len(key) + len(value) + _RECORD_OVERHEAD_BYTES > limit:
+                _check_size(key, value, headers, limit)
+            partition = partitions.of(topic, key)
+            if partition is None:
+                partition = await partitions.load(topic, key)
+            slot = (topic, partition)
             batch = open_batches.get(slot)
             if batch is None:
                 batch = open_batches[slot] = producer.create_batch()
@@ -262,23 +270,31 @@ def tls_context(settings: KafkaSinkSettings) -> ssl.SSLContext:
 class _Partitions:
     """The partition of each key, as aiokafka's default partitioner (and the
     Java client's) picks it: murmur2 of the key over the sorted partitions.
-    One per send: the partition list is read once per topic."""
+    One per send: a topic's partitions are read once, on its first record."""
 
     def __init__(self, producer: AIOKafkaProducer, key_hashes: Memo[bytes, int]):
         self._producer = producer
         self._key_hashes = key_hashes
         self._by_topic: dict[str, list[int]] = {}
 
-    async def of(self, topic: str, key: bytes) -> int:
-        """The partition ``key`` goes to in ``topic``."""
+    async def load(self, topic: str, key: bytes) -> int:
+        """Read ``topic``'s partitions (waits for its metadata); the one of ``key``."""
+        found: set[int] = await self._producer.partitions_for(topic)
+        self._by_topic[topic] = partitions = sorted(found)
+        return partitions[self._hash(key) % len(partitions)]
+
+    def of(self, topic: str, key: bytes) -> int | None:
+        """The partition ``key`` goes to, or None until ``topic`` is loaded."""
         partitions = self._by_topic.get(topic)
         if partitions is None:
-            found = await self._producer.partitions_for(topic)
-            partitions = self._by_topic[topic] = sorted(found)
+            return None
+        return partitions[self._hash(key) % len(partitions)]
+
+    def _hash(self, key: bytes) -> int:
         hashed = self._key_hashes.get(key)
-        if hashed is None:
+        if hashed is None:  # murmur2 is pure Python: remember it per key
             hashed = self._key_hashes.remember(key, murmur2(key) & 0x7FFFFFFF)
-        return partitions[hashed % len(partitions)]
+        return hashed
 
 
 def _check_size(

@@ -170,6 +170,8 @@ def tried_username(event: AuditEvent) -> str | None:
 def context_map(event: AuditEvent, key: str) -> Mapping[str, Any]:
     """``event.context[key]`` when it is a mapping, else an empty one."""
     value = event.context.get(key)
+    if value is None:  # the common miss, without the slow ABC check below
+        return _EMPTY
     if value.__class__ is dict or isinstance(value, Mapping):
         return value  # type: ignore[no-any-return]  # checked just above
     return _EMPTY
