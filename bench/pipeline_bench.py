@@ -128,7 +128,10 @@ class ReplaySource:
         read = 0
         for line in generate(self._count, profile=self._profile):
             record = orjson.loads(line)
-            events.append(normalize_dc(record, instance="bench", source_kind="dc_file"))
+            event = normalize_dc(
+                record, instance="bench", source_kind="dc_file", raw_size=len(line)
+            )
+            events.append(event)
             read += 1
             if len(events) == BATCH:
                 yield SourceBatch(self.name, events, checkpoint=read)

@@ -87,6 +87,9 @@ class AuditEvent:
     attributes: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
+    # Bytes of ``raw`` as the source read it, 0 when unknown. Only the batch
+    # size estimate reads it, which then need not serialize ``raw`` again.
+    raw_size: int = field(default=0, compare=False, repr=False)
 
     def target_names(self, target_type: str) -> list[str]:
         """Names of the targets of one type (``REPOSITORY``, ``USER``, ...)."""

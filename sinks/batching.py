@@ -31,7 +31,10 @@ def estimate_size(record: Record) -> int:
     if isinstance(record, Alert):
         return _ALERT_BASE_BYTES + _EVIDENCE_ID_BYTES * len(record.evidence)
     try:
-        size = _RENDER_OVERHEAD_BYTES + len(orjson.dumps(record.raw, default=str))
+        # The source's size of the raw record when it has one, which spares a
+        # serialization per record and sink on the hot path.
+        raw_size = record.raw_size or len(orjson.dumps(record.raw, default=str))
+        size = _RENDER_OVERHEAD_BYTES + raw_size
         if record.context:
             size += len(orjson.dumps(record.context, default=str))
     except TypeError:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from structlog.testing import capture_logs
 
 from collector.errors import SinkUnavailableError
 from collector.metrics import Metrics
 from collector.model import Actor, AuditEvent, Record
 from sinks.base import SinkSettings
+from sinks.batching import estimate_size
 from sinks.delivery import DeliveryChannel
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -319,3 +322,15 @@ async def _until(predicate: Any, seconds: float = 5.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("condition not reached in time")
+
+
+def test_size_estimate_uses_the_source_size_and_else_serializes() -> None:
+    """A record's size as read stands in for serializing ``raw``; without it
+    (REST and Cloud pages) the estimate serializes, so both are close."""
+    measured = make_events(0, 1)[0]
+    assert isinstance(measured, AuditEvent)
+    known = replace(measured, raw_size=len(orjson.dumps(measured.raw)))
+    huge = replace(measured, raw_size=20_000)
+
+    assert estimate_size(known) == estimate_size(measured)
+    assert estimate_size(huge) - estimate_size(known) == 20_000 - known.raw_size

@@ -81,6 +81,8 @@ async def test_elastic_sample_file(tmp_path: Path, metrics: Metrics) -> None:
     assert len({e.id for e in events}) == len(events)
     assert batches[-1].caught_up
     assert events[0].raw == orjson.loads(lines[0])
+    # The line's size travels along, for the sinks' batch-size estimate.
+    assert [e.raw_size for e in events] == [len(line.decode()) for line in lines]
 
 
 async def test_malformed_lines_are_rejected_and_counted(

@@ -37,9 +37,10 @@ def detect_dc_shape(record: Mapping[str, Any]) -> DcShape | None:
 
 
 def normalize_dc(
-    record: Mapping[str, Any], *, instance: str, source_kind: str
+    record: Mapping[str, Any], *, instance: str, source_kind: str, raw_size: int = 0
 ) -> AuditEvent:
-    """Turn one DC record of either shape into an ``AuditEvent``.
+    """Turn one DC record of either shape into an ``AuditEvent``; ``raw_size``
+    is the record's size as read, when the source knows it.
 
     Raises ``ValueError`` when the record has no usable time or type block.
     """
@@ -79,6 +80,8 @@ def normalize_dc(
         _changes(get("changedValues")),
         attributes,
         record,  # raw
+        {},  # context
+        raw_size,
     )
 
 

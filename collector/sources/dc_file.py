@@ -114,7 +114,12 @@ class DcFileSource:
             return None
 
         try:
-            return normalize_dc(record, instance=self.instance, source_kind=KIND)
+            return normalize_dc(
+                record,
+                instance=self.instance,
+                source_kind=KIND,
+                raw_size=len(item.text),
+            )
         except Exception as exc:  # one bad record must not stop the source
             self._reject(item, "invalid_record", f"{type(exc).__name__}: {exc}")
             return None
