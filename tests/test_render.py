@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -11,6 +11,7 @@ import pytest
 from collector.model import Alert, AuditEvent
 from collector.normalize.dc import normalize_dc
 from sinks.render import render
+from sinks.render.fields import iso_time
 from tests.conftest import SAMPLES
 
 DATA = SAMPLES
@@ -218,3 +219,21 @@ def test_ocsf_alert_is_detection_finding() -> None:
         "ev-1",
         "ev-2",
     ]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(999, 5, 5, 7, 8, 9, tzinfo=UTC),
+        datetime(2026, 3, 1, 12, 0, 5, 1, tzinfo=UTC),
+        datetime(2026, 3, 1, 12, 0, 5, 123456, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 3, 1, 12, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 3, 1, 12, 0, 5, tzinfo=timezone(timedelta(seconds=30))),
+        datetime(2026, 3, 1, 12, 0, 5),
+    ],
+)
+def test_iso_time_writes_what_isoformat_writes(moment: datetime) -> None:
+    """The fast UTC path gives isoformat's text with Z; other zones keep theirs."""
+    assert iso_time(moment) == moment.isoformat().replace("+00:00", "Z")

