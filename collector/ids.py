@@ -10,14 +10,28 @@ import orjson
 
 
 def _items(value: Any, keys: tuple[str, ...]) -> list[list[Any]]:
+    """The values under ``keys`` (three or four) of each object in the list
+    ``value``, with Atlassian's "" read as None."""
     if not value or not isinstance(value, list):
         return []
-    # Inlined _blank_to_none: this runs for every record on the hot path.
-    return [
-        [None if (v := item.get(k)) == "" else v for k in keys]
-        for item in value
-        if type(item) is dict or isinstance(item, Mapping)
-    ]
+    first, second, third = keys[0], keys[1], keys[2]
+    fourth = keys[3] if len(keys) > 3 else None
+    items = []
+    # Spelled out rather than a nested comprehension: this runs for every
+    # record, and the inner comprehension cost a call per item (a third more).
+    for item in value:
+        if type(item) is not dict and not isinstance(item, Mapping):
+            continue
+        get = item.get
+        row = [
+            None if (a := get(first)) == "" else a,
+            None if (b := get(second)) == "" else b,
+            None if (c := get(third)) == "" else c,
+        ]
+        if fourth is not None:
+            row.append(None if (d := get(fourth)) == "" else d)
+        items.append(row)
+    return items
 
 
 def _prefix(instance: str) -> Any:
