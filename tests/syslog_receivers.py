@@ -3,14 +3,18 @@
 ``rsyslog`` (fixture) starts ``rsyslogd -n`` with a config of ours on free
 loopback ports: UDP, plain TCP and TLS (ossl driver, anonymous client auth)
 TCP, where rsyslog detects octet-counted framing on its own, and RELP (imrelp)
-plain and over TLS (librelp with OpenSSL, server certificate only). Each
+plain and over TLS (librelp with OpenSSL, server certificate only). Two more
+listeners require a client certificate signed by the test CA (mutual TLS):
+``mtls_port`` (imtcp, ossl, ``x509/certvalid``) and ``relp_mtls_port`` (imrelp,
+``tls.authMode="certvalid"``). Each
 received message is written twice: raw (``%rawmsg%``, one per line) and as
 rsyslog parsed it (``APP-NAME MSGID STRUCTURED-DATA``), so tests can count
 lines and check that rsyslog read our messages as RFC 5424.
 ``stop()``/``start()`` stop rsyslogd gracefully (SIGTERM: it writes out what it
 read) and start it again on the same ports, for outage tests. The PKI (``pki``,
 one per session) is made with the ``openssl`` CLI: a CA, a server certificate
-for ``localhost`` and 127.0.0.1, and a second, unrelated CA. Needs
+for ``localhost`` and 127.0.0.1, a client certificate signed by the CA, and a
+second, unrelated CA with a client certificate of its own. Needs
 tests/infra/install_rsyslog.sh.
 
 Import the fixtures into a test module: ``from tests.syslog_receivers import
@@ -34,6 +38,18 @@ import pytest
 from sinks.syslog import SyslogSinkSettings
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
+_LEAF_EXT = (
+    "basicConstraints=CA:FALSE\n"
+    "keyUsage=critical,digitalSignature\n"
+    "subjectKeyIdentifier=hash\n"
+    "authorityKeyIdentifier=keyid\n"
+)
+_SERVER_EXT = (
+    _LEAF_EXT
+    + "extendedKeyUsage=serverAuth\n"
+    + "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+)
+_CLIENT_EXT = _LEAF_EXT + "extendedKeyUsage=clientAuth\n"
 _CONFIG = """\
 global(workDirectory="{work}" maxMessageSize="256k"
        defaultNetstreamDriverCAFile="{ca}"
@@ -60,17 +76,35 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="main"
 input(type="imrelp" address="127.0.0.1" port="{relp}" ruleset="main")
 input(type="imrelp" address="127.0.0.1" port="{relp_tls}" ruleset="main"
       tls="on" tls.cacert="{ca}" tls.mycert="{cert}" tls.myprivkey="{key}")
+input(type="imtcp" address="127.0.0.1" port="{mtls}" ruleset="main"
+      streamDriver.name="ossl" streamDriver.mode="1"
+      streamDriver.authMode="x509/certvalid"
+      streamDriver.permitExpiredCerts="off"
+      streamDriver.CAFile="{ca}" streamDriver.CertFile="{cert}"
+      streamDriver.KeyFile="{key}")
+input(type="imrelp" address="127.0.0.1" port="{relp_mtls}" ruleset="main"
+      tls="on" tls.authMode="certvalid" tls.cacert="{ca}" tls.mycert="{cert}"
+      tls.myprivkey="{key}")
 """
 
 
 @dataclass(frozen=True, slots=True)
 class Pki:
-    """Files of the test PKI."""
+    """Files of the test PKI.
+
+    ``cert``/``key`` are the server's; ``client_cert``/``client_key`` a client
+    certificate signed by ``ca``; ``other_client_cert``/``other_client_key`` a
+    client certificate signed by the unrelated ``other_ca``.
+    """
 
     ca: Path
     cert: Path
     key: Path
     other_ca: Path
+    client_cert: Path
+    client_key: Path
+    other_client_cert: Path
+    other_client_key: Path
 
 
 @dataclass(slots=True)
@@ -82,6 +116,8 @@ class Rsyslog:
     tls_port: int
     relp_port: int
     relp_tls_port: int
+    mtls_port: int
+    relp_mtls_port: int
     raw_file: Path
     parsed_file: Path
     pki: Pki
@@ -143,7 +179,7 @@ class Rsyslog:
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """A CA, a server certificate signed by it, and an unrelated second CA."""
+    """A CA with a server and a client certificate, and an unrelated CA."""
     if shutil.which("openssl") is None:
         pytest.fail("openssl not installed: run tests/infra/install_rsyslog.sh")
     return make_pki(tmp_path_factory.mktemp("pki"))
@@ -153,13 +189,19 @@ def make_pki(folder: Path) -> Pki:
     """The test PKI made in ``folder`` (for callers outside pytest, e.g. bench)."""
     _make_ca(folder, "ca")
     _make_ca(folder, "other")
-    _make_server_cert(folder)
+    _make_leaf(folder, "server", "ca", "localhost", _SERVER_EXT)
+    _make_leaf(folder, "client", "ca", "bbaudit client", _CLIENT_EXT)
+    _make_leaf(folder, "other-client", "other", "bbaudit client", _CLIENT_EXT)
 
     return Pki(
         ca=folder / "ca.pem",
         cert=folder / "server.pem",
         key=folder / "server.key",
         other_ca=folder / "other.pem",
+        client_cert=folder / "client.pem",
+        client_key=folder / "client.key",
+        other_client_cert=folder / "other-client.pem",
+        other_client_key=folder / "other-client.key",
     )
 
 
@@ -185,8 +227,19 @@ def configure_rsyslog(work: Path, pki: Pki) -> Rsyslog:
     """
     udp, tcp, tls = _free_port(socket.SOCK_DGRAM), _free_port(), _free_port()
     relp, relp_tls = _free_port(), _free_port()
+    mtls, relp_mtls = _free_port(), _free_port()
     receiver = Rsyslog(
-        udp, tcp, tls, relp, relp_tls, work / "raw.log", work / "parsed.log", pki, work
+        udp_port=udp,
+        tcp_port=tcp,
+        tls_port=tls,
+        relp_port=relp,
+        relp_tls_port=relp_tls,
+        mtls_port=mtls,
+        relp_mtls_port=relp_mtls,
+        raw_file=work / "raw.log",
+        parsed_file=work / "parsed.log",
+        pki=pki,
+        work=work,
     )
     (work / "rsyslog.conf").write_text(
         _CONFIG.format(
@@ -202,6 +255,8 @@ def configure_rsyslog(work: Path, pki: Pki) -> Rsyslog:
             tls=tls,
             relp=relp,
             relp_tls=relp_tls,
+            mtls=mtls,
+            relp_mtls=relp_mtls,
         )
     )
     return receiver
@@ -243,6 +298,8 @@ def _wait_ready(
             receiver.tls_port,
             receiver.relp_port,
             receiver.relp_tls_port,
+            receiver.mtls_port,
+            receiver.relp_mtls_port,
         )
         if all(_accepts(port) for port in ports):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -292,23 +349,17 @@ def _make_ca(folder: Path, name: str) -> None:
     )  # fmt: skip
 
 
-def _make_server_cert(folder: Path) -> None:
-    (folder / "server.ext").write_text(
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-        "subjectKeyIdentifier=hash\n"
-        "authorityKeyIdentifier=keyid\n"
-    )
+def _make_leaf(folder: Path, name: str, ca: str, common_name: str, ext: str) -> None:
+    """``name``.pem/.key: a P-256 certificate for ``common_name`` signed by ``ca``."""
+    (folder / f"{name}.ext").write_text(ext)
     _openssl(
         "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={common_name}",
         cwd=folder,
     )  # fmt: skip
     _openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2",
-        "-extfile", "server.ext",
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+        "-extfile", f"{name}.ext",
         cwd=folder,
     )  # fmt: skip
