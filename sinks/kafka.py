@@ -3,7 +3,9 @@
 Records are keyed by actor, so one user's audit events (and alerts) land on
 one partition and stay in order; the record id travels in the ``bbaudit-id``
 header so consumers can drop repeats (delivery is at-least-once). The producer
-uses ``acks=all``.
+uses ``acks=all``. A record above ``max_request_size`` can never be delivered:
+it is dropped, logged with its id (``kafka.record_dropped``) and counted in
+``bbaudit_sink_records_dropped_total``, so it cannot hold the rest back.
 
 aiokafka can hang (an idempotent producer with the broker down never returns
 from ``send``/``stop``; after an outage an idempotent producer can wedge on
@@ -23,7 +25,7 @@ from typing import Any, Literal
 import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import Field, field_validator
@@ -91,12 +93,22 @@ class KafkaSinkSettings(SinkSettings):
 class KafkaSink:
     """Produces each batch and waits until the broker acknowledged all of it."""
 
-    def __init__(self, settings: KafkaSinkSettings) -> None:
+    def __init__(
+        self, settings: KafkaSinkSettings, runtime: Runtime | None = None
+    ) -> None:
         self.name = settings.name
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._closed = False
         self._key_hashes: Memo[bytes, int] = Memo()
+        self.dropped = 0
+        self._dropped_metric = None
+        if runtime is not None:
+            self._dropped_metric = runtime.metrics.counter(
+                "bbaudit_sink_records_dropped_total",
+                "Records a sink refused for good (logged with their id), by reason.",
+                ["sink", "reason"],
+            )
 
     async def start(self) -> None:
         """Build and start the producer (bootstraps against the brokers)."""
@@ -128,11 +140,17 @@ class KafkaSink:
         try:
             async with asyncio.timeout(self._settings.request_timeout):
                 await self._produce(producer, records, futures)
-                results = await asyncio.gather(*futures, return_exceptions=True)
-            _raise_first(results)
-        except (KafkaError, TimeoutError, OSError) as exc:
+                # wait, not gather: a timeout must not cancel the shields that
+                # send_batch returned, or the batch futures behind them would
+                # fail later with nobody reading their error.
+                if futures:
+                    await asyncio.wait(futures)
+            _raise_first(futures)
+        except BaseException as exc:
             for future in futures:
                 future.add_done_callback(_retrieve)
+            if not isinstance(exc, (KafkaError, TimeoutError, OSError)):
+                raise
             error = _translate(exc, self.name, "send")
             if _needs_new_producer(exc):
                 await self._reset(type(exc).__name__)
@@ -158,8 +176,9 @@ class KafkaSink:
         for record in records:
             topic, key, value = self._message(record)
             headers = [("bbaudit-id", record.id.encode())]
-            if len(key) + len(value) + _RECORD_OVERHEAD_BYTES > limit:
-                _check_size(key, value, headers, limit)
+            near_limit = len(key) + len(value) + _RECORD_OVERHEAD_BYTES > limit
+            if near_limit and self._too_large(record, key, value, headers):
+                continue
             partition = partitions.of(topic, key)
             if partition is None:
                 partition = await partitions.load(topic, key)
@@ -173,9 +192,39 @@ class KafkaSink:
             # Full: send it and start the next; a fresh batch takes any record.
             futures.append(await producer.send_batch(batch, slot[0], partition=slot[1]))
             batch = open_batches[slot] = producer.create_batch()
-            batch.append(timestamp=None, key=key, value=value, headers=headers)
+            if (
+                batch.append(timestamp=None, key=key, value=value, headers=headers)
+                is None
+            ):
+                raise KafkaError("an empty record batch refused a record")
         for (topic, partition), batch in open_batches.items():
             futures.append(await producer.send_batch(batch, topic, partition=partition))
+
+    def _too_large(
+        self, record: Record, key: bytes, value: bytes, headers: list[Any]
+    ) -> bool:
+        """Drop (log, count) a record the broker would refuse; True if dropped.
+
+        Such a record can never be delivered: failing its batch would hold
+        every later record behind it in the spool for good. It is logged with
+        its id, as the delivery layer does with a record it cannot render.
+        """
+        limit = self._settings.max_request_size
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+        if size <= limit:
+            return False
+        self.dropped += 1
+        log.error(
+            "kafka.record_dropped",
+            sink=self.name,
+            record_id=record.id,
+            reason="too_large",
+            size=size,
+            max_request_size=limit,
+        )
+        if self._dropped_metric is not None:
+            self._dropped_metric.labels(self.name, "too_large").inc()
+        return True
 
     def _message(self, record: Record) -> tuple[str, bytes, bytes]:
         """The topic, key and value of one record."""
@@ -297,21 +346,11 @@ class _Partitions:
         return hashed
 
 
-def _check_size(
-    key: bytes, value: bytes, headers: list[tuple[str, bytes]], limit: int
-) -> None:
-    """Refuse a message the broker would refuse, as ``producer.send`` does."""
-    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
-    if size > limit:
-        raise MessageSizeTooLargeError(
-            f"the message is {size} bytes, above max_request_size ({limit})"
-        )
-
-
-def _raise_first(results: list[Any]) -> None:
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+def _raise_first(futures: list[asyncio.Future[Any]]) -> None:
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -339,7 +378,7 @@ def _translate(exc: BaseException, sink: str, step: str) -> SinkError:
 
 
 def _build(settings: KafkaSinkSettings, runtime: Runtime) -> KafkaSink:
-    return KafkaSink(settings)
+    return KafkaSink(settings, runtime)
 
 
 SINKS.register("kafka", KafkaSinkSettings, _build, "Kafka topics for events and alerts")

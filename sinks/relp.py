@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from collector.errors import SinkError, SinkUnavailableError
-from sinks.syslog_transport import open_stream, untrusted_certificate
+from sinks.syslog_transport import open_stream, tls_refusal
 
 log = structlog.get_logger(__name__)
 
@@ -187,6 +187,9 @@ class _Session:
         io_timeout: float,
     ) -> None:
         self.lost: str | None = None
+        # The TLS error that ended the session, if one did: a refused client
+        # certificate must surface as such, not as a lost session.
+        self.tls_error: ssl.SSLError | None = None
         self._closing = False
         self._io_timeout = io_timeout
         self._reader = reader
@@ -234,6 +237,8 @@ class _Session:
         except RelpProtocolError as exc:
             self.lose(f"malformed reply: {exc}")
         except (OSError, ssl.SSLError) as exc:
+            if isinstance(exc, ssl.SSLError):
+                self.tls_error = exc
             self.lose(f"read failed: {exc!r}")
 
     def _dispatch(self, frame: Frame) -> None:
@@ -357,12 +362,12 @@ class RelpTransport:
             self._remember(tally, sent)
             self._drop()
             raise
-        except ssl.SSLCertVerificationError as exc:
-            await self._abort()
-            raise untrusted_certificate(exc, self._sink) from exc
         except (OSError, TimeoutError, EOFError) as exc:
             self._remember(tally, sent)
             await self._abort()
+            refusal = tls_refusal(exc.__cause__ or exc, self._sink)
+            if refusal is not None:
+                raise refusal from exc
             raise SinkUnavailableError(
                 f"relp send failed: {exc!r}", sink=self._sink
             ) from exc
@@ -444,7 +449,8 @@ class RelpTransport:
         await session.drain()
         reply = await asyncio.wait_for(answer, self._timeout)
         if reply is None:
-            raise EOFError(f"session lost while opening: {session.lost}")
+            lost = EOFError(f"session lost while opening: {session.lost}")
+            raise lost from session.tls_error
         refusal = _refusal(reply)
         if refusal is not None:
             await self._abort()

@@ -7,9 +7,10 @@ a stream each message is framed as ``LEN SP MSG`` (RFC 6587 octet counting,
 RFC 5425 for TLS), so a line break inside a message can never split it.
 
 Every await has a timeout. A failure closes the connection and raises a
-retriable ``SinkUnavailableError``; the next ``send`` reconnects. A TLS
-certificate that does not verify raises a permanent ``SinkError`` (a config
-problem that waiting will not fix).
+retriable ``SinkUnavailableError``; the next ``send`` reconnects. A receiver
+certificate that does not verify, or a receiver that refuses our client
+certificate, raises a permanent ``SinkError`` (a config problem that waiting
+will not fix).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -26,6 +28,9 @@ import structlog
 from collector.errors import SinkError, SinkUnavailableError
 
 log = structlog.get_logger(__name__)
+
+# The least time a new TLS connection waits for a refusal of our certificate.
+_TLS_VERDICT_MIN_S = 0.5
 
 
 class Transport(Protocol):
@@ -91,6 +96,36 @@ def untrusted_certificate(exc: ssl.SSLCertVerificationError, sink: str) -> SinkE
         sink=sink,
         retriable=False,
     )
+
+
+# The TLS alerts by which a receiver refuses our client certificate (or our
+# lack of one): a configuration problem, not an outage.
+_CLIENT_CERTIFICATE_ALERTS = frozenset(
+    {
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+    }
+)
+
+
+def tls_refusal(exc: BaseException, sink: str) -> SinkError | None:
+    """The permanent error when ``exc`` says the TLS peers do not trust each
+    other (their certificate, or ours); None for any other failure."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return untrusted_certificate(exc, sink)
+    if isinstance(exc, ssl.SSLError) and exc.reason in _CLIENT_CERTIFICATE_ALERTS:
+        return SinkError(
+            f"TLS receiver refused our client certificate ({exc.reason})",
+            sink=sink,
+            retriable=False,
+        )
+    return None
 
 
 def octet_frame(message: bytes) -> bytes:
@@ -182,11 +217,11 @@ class StreamTransport:
             writer = await self._connected()
             writer.write(payload)
             await asyncio.wait_for(writer.drain(), self._timeout)
-        except ssl.SSLCertVerificationError as exc:
-            await self.aclose()
-            raise untrusted_certificate(exc, self._sink) from exc
         except (OSError, TimeoutError, EOFError) as exc:
             await self.aclose()
+            refusal = tls_refusal(exc, self._sink)
+            if refusal is not None:
+                raise refusal from exc
             raise SinkUnavailableError(
                 f"stream send failed: {exc!r}", sink=self._sink
             ) from exc
@@ -194,13 +229,15 @@ class StreamTransport:
     async def _connected(self) -> asyncio.StreamWriter:
         """The open writer, reconnecting if the peer closed it meanwhile.
 
-        We never read, so the reader only sees the peer's EOF: a receiver that
-        restarted is noticed here instead of after the next batch was lost.
+        A syslog receiver never sends data, so the reader only sees the peer's
+        EOF: a receiver that restarted is noticed here instead of after the
+        next batch was lost.
         """
         if self._writer is not None and self._reader is not None:
             if not self._reader.at_eof() and not self._writer.is_closing():
                 return self._writer
             await self.aclose()
+        started = time.monotonic()
         reader, writer = await open_stream(
             self._host,
             self._port,
@@ -209,9 +246,32 @@ class StreamTransport:
             within=self._timeout,
         )
         self._reader, self._writer = reader, writer
+        if self._tls is not None:
+            await self._await_tls_verdict(reader, time.monotonic() - started)
         log.debug("syslog.connected", sink=self._sink, tls=self._tls is not None)
 
         return writer
+
+    async def _await_tls_verdict(
+        self, reader: asyncio.StreamReader, handshake_s: float
+    ) -> None:
+        """Wait briefly for the receiver to refuse us after the handshake.
+
+        Under TLS 1.3 the receiver checks our client certificate after our
+        side of the handshake is done, and its refusal comes as an alert just
+        after. Writing at once would hand a batch to a connection that is
+        already refused, and it could count as sent. A receiver never sends
+        data, so silence means we were accepted. The wait is twice the
+        handshake's time (the alert takes about one round trip), at least
+        ``_TLS_VERDICT_MIN_S``: once per connection, which lives long.
+        """
+        wait = min(self._timeout, max(_TLS_VERDICT_MIN_S, 2 * handshake_s))
+        try:
+            data = await asyncio.wait_for(reader.read(1), wait)
+        except TimeoutError:
+            return
+        what = "sent data" if data else "closed the connection"
+        raise ConnectionResetError(f"the receiver {what} right after the handshake")
 
     async def aclose(self) -> None:
         """Close the connection (TLS sends close_notify). Idempotent."""

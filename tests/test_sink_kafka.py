@@ -13,10 +13,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
+from structlog.testing import capture_logs
 
-from collector.errors import SinkError, SinkUnavailableError
+from collector.errors import SinkUnavailableError
 from collector.metrics import Metrics
 from collector.model import Actor, Alert, AuditEvent, Record
+from collector.plugins import Runtime
+from collector.state import StateStore
 from sinks.delivery import DeliveryChannel
 from sinks.kafka import KafkaSink, KafkaSinkSettings, producer_options
 from tests.kafka_broker import TansuBroker, free_port, kafka_broker, tansu_binary
@@ -321,23 +324,41 @@ async def producer_partitions(sink: KafkaSink, topic: str) -> set[int]:
     return set(await producer.partitions_for(topic))
 
 
-async def test_message_above_max_request_size_is_refused_as_permanent(
-    kafka_broker: TansuBroker,
+async def test_record_above_max_request_size_is_dropped_logged_and_counted(
+    kafka_broker: TansuBroker, tmp_path: Path
 ) -> None:
-    """A record the broker would refuse fails its batch as not retriable, so the
-    channel spools it at once instead of retrying it forever."""
-    settings = sink_settings(kafka_broker, max_request_size=2048, include_original=True)
-    sink = KafkaSink(settings)
+    """A record the broker would refuse can never be delivered: it is dropped
+    with its id logged and counted, and the rest of its batch is sent."""
+    settings = sink_settings(
+        kafka_broker,
+        max_request_size=2048,
+        include_original=True,
+        events_topic="bbaudit.oversize",
+    )
+    metrics = Metrics()
+    store = StateStore.in_dir(tmp_path)
+    sink = KafkaSink(
+        settings, Runtime(state_dir=tmp_path, store=store, metrics=metrics)
+    )
+    small = make_events(0, 3, "fits")
     record = make_events(0, 1, "big")[0]
     big = AuditEvent(**{**_fields(record), "raw": {"seq": 0, "note": "x" * 4000}})
 
     await sink.start()
-    with pytest.raises(SinkError) as caught:
-        await sink.send([big])
+    with capture_logs() as logs:
+        await sink.send([small[0], big, *small[1:]])
     await sink.aclose()
+    store.close()
+    seen = await consume(kafka_broker, "bbaudit.oversize", 3)
 
-    assert not caught.value.retriable
-    assert "max_request_size" in str(caught.value)
+    assert sorted(s[2] for s in seen) == [r.id for r in small]
+    dropped = [e for e in logs if e["event"] == "kafka.record_dropped"]
+    assert [(e["record_id"], e["reason"]) for e in dropped] == [(big.id, "too_large")]
+    assert sink.dropped == 1
+    counted = metrics.registry.get_sample_value(
+        "bbaudit_sink_records_dropped_total", {"sink": "kafka", "reason": "too_large"}
+    )
+    assert counted == 1
 
 
 def _fields(event: Record) -> dict[str, Any]:

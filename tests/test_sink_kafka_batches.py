@@ -232,12 +232,6 @@ async def test_broker_frozen_or_down_fails_in_time_and_next_send_recovers(
     assert sorted(s[2] for s in seen) == [f"back-{i:06d}" for i in range(20)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on a timeout the sink's gather cancels the shields send_batch "
-    "returned, which detaches them from the batch futures; when those batches "
-    "then fail nobody reads the error: 'Future exception was never retrieved'",
-)
 async def test_timed_out_send_leaves_no_unretrieved_batch_error(
     tmp_path: Path, loop_errors: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -290,12 +284,6 @@ async def test_idempotent_producer_without_broker_support_fails_in_time(
     await sink.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a record above max_request_size fails its whole batch as not "
-    "retriable; the channel spools it and retries the spool head forever, so "
-    "every later record waits behind it (the HEC sink drops such a record)",
-)
 async def test_oversize_record_does_not_hold_back_the_rest(tmp_path: Path) -> None:
     """One record above max_request_size is refused alone: the other records of
     its batch and every later batch still reach the broker."""
