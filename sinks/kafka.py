@@ -28,13 +28,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from collector.errors import SinkClosedError, SinkError, SinkUnavailableError
 from collector.memo import Memo
 from collector.model import Alert, Record
 from collector.plugins import SINKS, Runtime
-from collector.settings_types import ByteSize, Duration
+from collector.settings_types import ByteSize, Duration, parse_duration
 from sinks.base import SinkSettings
 from sinks.render import render
 
@@ -81,6 +81,27 @@ class KafkaSinkSettings(SinkSettings):
     sasl_mechanism: SaslMechanism | None = None
     sasl_username: str | None = None
     sasl_password: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _room_for_own_deadlines(cls, data: Any) -> Any:
+        """Unless set, the delivery layer's ``send_timeout`` covers a connect,
+        a send and a producer reset (``2 * request_timeout + close_timeout``).
+        Otherwise it could cancel ``send`` first, every time, and a wedged
+        producer would never be thrown away."""
+        if isinstance(data, dict) and "send_timeout" not in data:
+            request = parse_duration(data.get("request_timeout", 30.0))
+            close = parse_duration(data.get("close_timeout", 10.0))
+            data = {**data, "send_timeout": 2 * request + close + 5.0}
+        return data
+
+    @model_validator(mode="after")
+    def _send_timeout_covers_own_deadlines(self) -> KafkaSinkSettings:
+        if self.send_timeout <= self.request_timeout + self.close_timeout:
+            raise ValueError(
+                "send_timeout must be longer than request_timeout + close_timeout"
+            )
+        return self
 
     @field_validator("compression")
     @classmethod

@@ -210,6 +210,24 @@ async def test_unreachable_broker_raises_retriable_error() -> None:
     assert caught.value.retriable
 
 
+def test_send_timeout_leaves_room_for_the_sinks_own_deadlines() -> None:
+    """Unless set, the channel's deadline covers a connect, a send and a producer
+    reset; one that would cancel first is refused with the reason."""
+    base: dict[str, Any] = {
+        "kind": "kafka",
+        "name": "kafka",
+        "bootstrap_servers": ["127.0.0.1:9092"],
+    }
+
+    settings = KafkaSinkSettings.model_validate(
+        {**base, "request_timeout": "20s", "close_timeout": "5s"}
+    )
+
+    assert settings.send_timeout == 2 * 20 + 5 + 5
+    with pytest.raises(ValueError, match="send_timeout must be longer"):
+        KafkaSinkSettings(**base, send_timeout=30)
+
+
 def test_producer_options_defaults_are_safe() -> None:
     """acks=all, idempotence on, and TLS verification on by default."""
     settings = KafkaSinkSettings(
@@ -236,7 +254,7 @@ async def test_broker_outage_spools_and_loses_nothing(tmp_path: Path) -> None:
         include_original=True,
         request_timeout=3.0,
         close_timeout=2.0,
-        send_timeout=5.0,
+        send_timeout=6.0,
         retry_initial=0.2,
         retry_max=1.0,
         spool_after_attempts=2,
