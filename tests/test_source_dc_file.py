@@ -82,7 +82,7 @@ async def test_elastic_sample_file(tmp_path: Path, metrics: Metrics) -> None:
     assert batches[-1].caught_up
     assert events[0].raw == orjson.loads(lines[0])
     # The line's size travels along, for the sinks' batch-size estimate.
-    assert [e.raw_size for e in events] == [len(line.decode()) for line in lines]
+    assert [e.raw_size for e in events] == [len(line) for line in lines]
 
 
 async def test_malformed_lines_are_rejected_and_counted(

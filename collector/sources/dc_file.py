@@ -118,7 +118,7 @@ class DcFileSource:
                 record,
                 instance=self.instance,
                 source_kind=KIND,
-                raw_size=len(item.text),
+                raw_size=item.size,
             )
         except Exception as exc:  # one bad record must not stop the source
             self._reject(item, "invalid_record", f"{type(exc).__name__}: {exc}")

@@ -72,6 +72,7 @@ class TailLine:
     line_no: int
     offset: int
     text: str
+    size: int  # bytes read for the line, terminator excluded
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,7 +525,7 @@ class Tailer:
         text = text.rstrip("\r")
         if not text.strip():
             return None
-        return TailLine(state.path, state.line_no, start, text)
+        return TailLine(state.path, state.line_no, start, text, len(raw))
 
 
 async def tail_reads(
