@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from collector.state import StateStore
 from sinks.delivery import DeliveryChannel
 from sinks.kafka import KafkaSink, KafkaSinkSettings, producer_options
 from tests.kafka_broker import TansuBroker, free_port, kafka_broker, tansu_binary
+from tests.kafka_messages import assert_ordered_per_key, consume, sink_settings
 
 __all__ = ["kafka_broker"]
 
@@ -50,23 +50,6 @@ def make_events(start: int, count: int, prefix: str) -> list[Record]:
     ]
 
 
-def sink_settings(broker: TansuBroker, **overrides: Any) -> KafkaSinkSettings:
-    """Kafka sink settings for the test broker (no idempotence: tansu lacks it)."""
-    values: dict[str, Any] = {
-        "kind": "kafka",
-        "name": "kafka",
-        "bootstrap_servers": [broker.bootstrap],
-        "enable_idempotence": False,
-        "compression": "lz4",
-        "linger_ms": 5,
-        "batch_max_records": 2000,
-        "batch_max_wait": 0.05,
-        "queue_max_batches": 8,
-    }
-    values.update(overrides)
-    return KafkaSinkSettings(**values)
-
-
 async def submit_all(channel: DeliveryChannel, records: list[Record]) -> list[int]:
     """Submit in pipeline-sized chunks; returns the list acks append to."""
     acked: list[int] = []
@@ -74,58 +57,6 @@ async def submit_all(channel: DeliveryChannel, records: list[Record]) -> list[in
         chunk = records[start : start + 500]
         await channel.submit(chunk, lambda n=n: acked.append(n))  # type: ignore[misc]
     return acked
-
-
-async def consume(
-    broker: TansuBroker, topic: str, expected: int, idle_s: float = 5.0
-) -> list[tuple[bytes, int, str, int]]:
-    """(key, partition, id, seq) of every message, until ``expected`` or idle."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=broker.bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_poll_records=10_000,
-    )
-    # aiokafka's start() can wait forever on a broker that never answers.
-    await asyncio.wait_for(consumer.start(), 30)
-    seen: list[tuple[bytes, int, str, int]] = []
-    last = time.monotonic()
-    try:
-        while len(seen) < expected and time.monotonic() - last < idle_s:
-            batches = await asyncio.wait_for(
-                consumer.getmany(timeout_ms=500, max_records=10_000), 30
-            )
-            for partition, messages in batches.items():
-                for m in messages:
-                    document = orjson.loads(m.value)
-                    seq = orjson.loads(document["event"]["original"])["seq"]
-                    headers = dict(m.headers)
-                    seen.append(
-                        (
-                            m.key,
-                            partition.partition,
-                            headers["bbaudit-id"].decode(),
-                            seq,
-                        )
-                    )
-                    last = time.monotonic()
-    finally:
-        await asyncio.wait_for(consumer.stop(), 30)
-    return seen
-
-
-def assert_ordered_per_key(seen: list[tuple[bytes, int, str, int]]) -> None:
-    """Each key's messages sit on one partition in submission order."""
-    by_key: dict[bytes, list[int]] = defaultdict(list)
-    partitions: dict[bytes, set[int]] = defaultdict(set)
-    for key, partition, _, seq in seen:
-        by_key[key].append(seq)
-        partitions[key].add(partition)
-    assert all(len(p) == 1 for p in partitions.values())
-    for seqs in by_key.values():
-        firsts = list(dict.fromkeys(seqs))
-        assert firsts == sorted(firsts)
 
 
 @pytest.mark.slow

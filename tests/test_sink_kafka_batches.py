@@ -11,15 +11,12 @@ import logging
 import os
 import signal
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from collector.errors import SinkUnavailableError
@@ -29,12 +26,12 @@ from sinks.codec import decode_record, encode_record
 from sinks.delivery import DeliveryChannel
 from sinks.kafka import KafkaSink, KafkaSinkSettings
 from tests.kafka_broker import TansuBroker, free_port, kafka_broker, tansu_binary
+from tests.kafka_messages import assert_ordered_per_key, consume, sink_settings
 
 __all__ = ["kafka_broker"]
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # (key, partition, record id, seq) of one consumed message.
-Seen = tuple[bytes, int, str, int]
 
 
 def events(prefix: str, start: int, count: int, actors: int = 5) -> list[Record]:
@@ -58,53 +55,16 @@ def events(prefix: str, start: int, count: int, actors: int = 5) -> list[Record]
 
 
 def settings_for(broker: TansuBroker, **overrides: Any) -> KafkaSinkSettings:
-    """Sink settings for the test broker (no idempotence: tansu lacks it)."""
+    """The shared test settings, uncompressed, keeping the original (the checks
+    read each record's ``seq``) and with short deadlines."""
     values: dict[str, Any] = {
-        "kind": "kafka",
-        "name": "kafka",
-        "bootstrap_servers": [broker.bootstrap],
-        "enable_idempotence": False,
         "compression": "none",
         "linger_ms": 2,
         "include_original": True,
         "request_timeout": 5.0,
         "close_timeout": 2.0,
     }
-    values.update(overrides)
-    return KafkaSinkSettings(**values)
-
-
-async def consume(broker: TansuBroker, topic: str, expected: int) -> list[Seen]:
-    """Messages of ``topic`` in partition offset order, until ``expected`` or
-    two idle seconds."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=broker.bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await asyncio.wait_for(consumer.start(), 15)
-    seen: list[Seen] = []
-    last = time.monotonic()
-    try:
-        while len(seen) < expected and time.monotonic() - last < 2.0:
-            batches = await asyncio.wait_for(consumer.getmany(timeout_ms=300), 15)
-            for tp, messages in batches.items():
-                for m in messages:
-                    assert m.key is not None and m.value is not None
-                    seen.append((m.key, tp.partition, *_id_and_seq(m.value, m.headers)))
-                    last = time.monotonic()
-    finally:
-        await asyncio.wait_for(consumer.stop(), 15)
-    return seen
-
-
-def _id_and_seq(value: bytes, headers: Any) -> tuple[str, int]:
-    document = orjson.loads(value)
-    record_id = dict(headers)["bbaudit-id"].decode()
-    original = document.get("event", {}).get("original")
-    seq = orjson.loads(original).get("seq", -1) if original else -1
-    return record_id, seq
+    return sink_settings(broker, **{**values, **overrides})
 
 
 @pytest.fixture
@@ -147,17 +107,11 @@ async def test_records_above_batch_size_arrive_once_in_key_order(
     for start in range(0, 240, 80):
         await sink.send(records[start : start + 80])
     await sink.aclose()
-    seen = await consume(kafka_broker, topic, 240)
+    seen = await consume(kafka_broker, topic, 240, idle_s=2.0)
 
     assert sorted(s[2] for s in seen) == sorted(r.id for r in records)
-    by_key: dict[bytes, list[int]] = defaultdict(list)
-    partitions: dict[bytes, set[int]] = defaultdict(set)
-    for key, partition, _, seq in seen:
-        by_key[key].append(seq)
-        partitions[key].add(partition)
-    assert len(by_key) == 5
-    assert all(len(p) == 1 for p in partitions.values())
-    assert all(seqs == sorted(seqs) for seqs in by_key.values())
+    assert len({s[0] for s in seen}) == 5
+    assert_ordered_per_key(seen)
 
 
 async def test_topics_used_for_the_first_time_get_events_and_alerts(
@@ -184,8 +138,8 @@ async def test_topics_used_for_the_first_time_get_events_and_alerts(
 
     await sink.send([*events("new", 0, 10), alert])
     await sink.aclose()
-    seen_events = await consume(kafka_broker, "bbaudit.kb.new-ev", 10)
-    seen_alerts = await consume(kafka_broker, "bbaudit.kb.new-al", 1)
+    seen_events = await consume(kafka_broker, "bbaudit.kb.new-ev", 10, idle_s=2.0)
+    seen_alerts = await consume(kafka_broker, "bbaudit.kb.new-al", 1, idle_s=2.0)
 
     assert sorted(s[2] for s in seen_events) == [f"new-{i:06d}" for i in range(10)]
     assert [(s[0], s[2]) for s in seen_alerts] == [(b"user1", "kb-alert-1")]
@@ -221,7 +175,7 @@ async def test_broker_frozen_or_down_fails_in_time_and_next_send_recovers(
         await broker.astart()
         await asyncio.wait_for(sink.send(events("back", 0, 20)), 15)
         await sink.aclose()
-        seen = await consume(broker, "bbaudit.events", 20)
+        seen = await consume(broker, "bbaudit.events", 20, idle_s=2.0)
     finally:
         await sink.aclose()
         broker.stop()
@@ -311,7 +265,7 @@ async def test_oversize_record_does_not_hold_back_the_rest(tmp_path: Path) -> No
         await channel.submit(list(records[:10]), lambda: None)
         await channel.submit(list(records[10:]), lambda: None)
         await asyncio.sleep(3.0)
-        seen = await consume(broker, "bbaudit.kb.oversize", 19)
+        seen = await consume(broker, "bbaudit.kb.oversize", 19, idle_s=2.0)
     finally:
         await asyncio.wait_for(channel.aclose(), 15)
         broker.stop()
