@@ -84,6 +84,20 @@ async def test_events_arrive_once_in_order(receiver: HecReceiver) -> None:
     assert receiver.events[-1]["sourcetype"] == "bbaudit:alert:json"
 
 
+async def test_big_batch_is_gzipped_whole_off_the_loop(receiver: HecReceiver) -> None:
+    """A batch above the threaded-gzip size (compressed on a worker thread)
+    arrives as one valid gzip body with every event in order."""
+    sink = make_sink(receiver)
+    records = [make_event(i, note="x" * 400) for i in range(150)]
+
+    await sink.send(records)
+    await sink.aclose()
+
+    assert len(receiver.requests) == 1
+    assert receiver.requests[0].headers["content-encoding"] == "gzip"
+    assert receiver.event_ids() == [r.id for r in records]
+
+
 async def test_body_is_stacked_objects_not_an_array(receiver: HecReceiver) -> None:
     """A batch is JSON objects one after another, one per line, with gzip off."""
     sink = make_sink(receiver, gzip=False)
