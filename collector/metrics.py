@@ -59,6 +59,11 @@ class Metrics:
             "Records acknowledged by a sink.",
             ["sink", "kind"],
         )
+        self.records_dropped = self.counter(
+            "bbaudit_sink_records_dropped_total",
+            "Records a sink refused for good (logged with their id), by reason.",
+            ["sink", "reason"],
+        )
         self.enrichment_errors = self.counter(
             "bbaudit_enrichment_errors_total",
             "Enricher calls that failed or timed out.",

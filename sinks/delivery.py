@@ -100,11 +100,7 @@ class DeliveryChannel:
 
     def _init_metrics(self, metrics: Metrics) -> None:
         self._written = metrics.records_written
-        self._dropped = metrics.counter(
-            "bbaudit_sink_records_dropped_total",
-            "Records a sink refused for good (logged with their id), by reason.",
-            ["sink", "reason"],
-        )
+        self._dropped = metrics.records_dropped
         self._retries = metrics.counter(
             "bbaudit_sink_retries_total",
             "Sink send attempts that failed and were retried, by error type.",

@@ -123,13 +123,9 @@ class KafkaSink:
         self._closed = False
         self._key_hashes: Memo[bytes, int] = Memo()
         self.dropped = 0
-        self._dropped_metric = None
-        if runtime is not None:
-            self._dropped_metric = runtime.metrics.counter(
-                "bbaudit_sink_records_dropped_total",
-                "Records a sink refused for good (logged with their id), by reason.",
-                ["sink", "reason"],
-            )
+        self._dropped_metric = (
+            None if runtime is None else runtime.metrics.records_dropped
+        )
 
     async def start(self) -> None:
         """Build and start the producer (bootstraps against the brokers)."""

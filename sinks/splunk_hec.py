@@ -156,13 +156,9 @@ class SplunkHecSink:
         self._host = settings.host or socket.gethostname()
         self._closed = False
         self.dropped = 0
-        self._dropped_metric = None
-        if runtime is not None:
-            self._dropped_metric = runtime.metrics.counter(
-                "bbaudit_sink_records_dropped_total",
-                "Records a sink rejected for good (invalid or too large).",
-                ["sink", "reason"],
-            )
+        self._dropped_metric = (
+            None if runtime is None else runtime.metrics.records_dropped
+        )
 
     async def start(self) -> None:
         """Build the HTTP client (connections open on first use)."""
