@@ -201,19 +201,19 @@ class KafkaSink:
                 partition = await partitions.load(topic, key)
             slot = (topic, partition)
             batch = open_batches.get(slot)
-            if batch is None:
-                batch = open_batches[slot] = producer.create_batch()
-            added = batch.append(timestamp=None, key=key, value=value, headers=headers)
-            if added is not None:
-                continue
-            # Full: send it and start the next; a fresh batch takes any record.
-            futures.append(await producer.send_batch(batch, slot[0], partition=slot[1]))
+            if batch is not None:
+                added = batch.append(
+                    timestamp=None, key=key, value=value, headers=headers
+                )
+                if added is not None:
+                    continue
+                # Full: hand it over and start the next.
+                futures.append(
+                    await producer.send_batch(batch, topic, partition=partition)
+                )
+            # A fresh batch takes any first record, however big (aiokafka's rule).
             batch = open_batches[slot] = producer.create_batch()
-            if (
-                batch.append(timestamp=None, key=key, value=value, headers=headers)
-                is None
-            ):
-                raise KafkaError("an empty record batch refused a record")
+            batch.append(timestamp=None, key=key, value=value, headers=headers)
         for (topic, partition), batch in open_batches.items():
             futures.append(await producer.send_batch(batch, topic, partition=partition))
 
