@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from collector.errors import SinkError, SinkUnavailableError
-from sinks.syslog_transport import open_stream, tls_refusal
+from sinks.syslog_transport import open_stream, stream_failure
 
 log = structlog.get_logger(__name__)
 
@@ -365,12 +365,7 @@ class RelpTransport:
         except (OSError, TimeoutError, EOFError) as exc:
             self._remember(tally, sent)
             await self._abort()
-            refusal = tls_refusal(exc.__cause__ or exc, self._sink)
-            if refusal is not None:
-                raise refusal from exc
-            raise SinkUnavailableError(
-                f"relp send failed: {exc!r}", sink=self._sink
-            ) from exc
+            raise stream_failure(exc, self._sink, "relp") from exc
 
         self._settle(tally, sent, skipped=len(messages) - len(todo))
 

@@ -114,18 +114,23 @@ _CLIENT_CERTIFICATE_ALERTS = frozenset(
 )
 
 
-def tls_refusal(exc: BaseException, sink: str) -> SinkError | None:
-    """The permanent error when ``exc`` says the TLS peers do not trust each
-    other (their certificate, or ours); None for any other failure."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return untrusted_certificate(exc, sink)
-    if isinstance(exc, ssl.SSLError) and exc.reason in _CLIENT_CERTIFICATE_ALERTS:
-        return SinkError(
-            f"TLS receiver refused our client certificate ({exc.reason})",
-            sink=sink,
-            retriable=False,
-        )
-    return None
+def stream_failure(exc: BaseException, sink: str, transport: str) -> SinkError:
+    """The error a failed stream send raises: permanent when the TLS peers do
+    not trust each other (their certificate, or ours; also when that is the
+    cause of ``exc``), else retriable."""
+    for cause in (exc, exc.__cause__):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return untrusted_certificate(cause, sink)
+        if (
+            isinstance(cause, ssl.SSLError)
+            and cause.reason in _CLIENT_CERTIFICATE_ALERTS
+        ):
+            return SinkError(
+                f"TLS receiver refused our client certificate ({cause.reason})",
+                sink=sink,
+                retriable=False,
+            )
+    return SinkUnavailableError(f"{transport} send failed: {exc!r}", sink=sink)
 
 
 def octet_frame(message: bytes) -> bytes:
@@ -219,12 +224,7 @@ class StreamTransport:
             await asyncio.wait_for(writer.drain(), self._timeout)
         except (OSError, TimeoutError, EOFError) as exc:
             await self.aclose()
-            refusal = tls_refusal(exc, self._sink)
-            if refusal is not None:
-                raise refusal from exc
-            raise SinkUnavailableError(
-                f"stream send failed: {exc!r}", sink=self._sink
-            ) from exc
+            raise stream_failure(exc, self._sink, "stream") from exc
 
     async def _connected(self) -> asyncio.StreamWriter:
         """The open writer, reconnecting if the peer closed it meanwhile.
