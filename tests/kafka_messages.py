@@ -1,21 +1,57 @@
-"""What the Kafka sink tests share: sink settings for the test broker, and
-reading back what reached a topic (key, partition, record id, raw ``seq``)."""
+"""What the Kafka sink tests share: events to send, sink settings for the test
+broker, and reading back what reached a topic (key, partition, record id, raw
+``seq``)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from collector.model import Actor, AuditEvent, Record
 from sinks.kafka import KafkaSinkSettings
 from tests.kafka_broker import TansuBroker
 
 Seen = tuple[bytes, int, str, int]
 """(key, partition, bbaudit-id header, raw ``seq`` or -1 without an original)."""
+
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+ACTORS = 37
+
+
+def make_events(
+    start: int,
+    count: int,
+    prefix: str,
+    *,
+    actors: int = ACTORS,
+    note_size: Callable[[int], int] = lambda i: 200,
+) -> list[Record]:
+    """Audit events whose raw ``seq`` gives their submission order, by
+    ``actors`` users, with a raw note of ``note_size(seq)`` bytes."""
+    return [
+        AuditEvent(
+            id=f"{prefix}-{i:07d}",
+            time=T0,
+            platform="dc",
+            instance="bb",
+            source_kind="test",
+            action="repo.cloned",
+            category="repository",
+            outcome="success",
+            actor=Actor(name=f"user{i % actors}", kind="human"),
+            source_ip="10.0.0.1",
+            raw={"seq": i, "note": "x" * note_size(i)},
+        )
+        for i in range(start, start + count)
+    ]
 
 
 def sink_settings(broker: TansuBroker, **overrides: Any) -> KafkaSinkSettings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,38 +15,22 @@ from structlog.testing import capture_logs
 
 from collector.errors import SinkUnavailableError
 from collector.metrics import Metrics
-from collector.model import Actor, Alert, AuditEvent, Record
+from collector.model import Alert, AuditEvent, Record
 from collector.plugins import Runtime
 from collector.state import StateStore
 from sinks.delivery import DeliveryChannel
 from sinks.kafka import KafkaSink, KafkaSinkSettings, producer_options
 from tests.kafka_broker import TansuBroker, free_port, kafka_broker, tansu_binary
-from tests.kafka_messages import assert_ordered_per_key, consume, sink_settings
+from tests.kafka_messages import (
+    ACTORS,
+    T0,
+    assert_ordered_per_key,
+    consume,
+    make_events,
+    sink_settings,
+)
 
 __all__ = ["kafka_broker"]
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-ACTORS = 37
-
-
-def make_events(start: int, count: int, prefix: str) -> list[Record]:
-    """Audit events whose raw ``seq`` gives their submission order."""
-    return [
-        AuditEvent(
-            id=f"{prefix}-{i:07d}",
-            time=T0,
-            platform="dc",
-            instance="bb",
-            source_kind="test",
-            action="repo.cloned",
-            category="repository",
-            outcome="success",
-            actor=Actor(name=f"user{i % ACTORS}", kind="human"),
-            source_ip="10.0.0.1",
-            raw={"seq": i, "note": "x" * 200},
-        )
-        for i in range(start, start + count)
-    ]
 
 
 async def submit_all(channel: DeliveryChannel, records: list[Record]) -> list[int]:

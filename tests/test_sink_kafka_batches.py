@@ -12,7 +12,6 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +20,28 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from collector.errors import SinkUnavailableError
 from collector.metrics import Metrics
-from collector.model import Actor, Alert, AuditEvent, Record
+from collector.model import Alert, AuditEvent, Record
 from sinks.codec import decode_record, encode_record
 from sinks.delivery import DeliveryChannel
 from sinks.kafka import KafkaSink, KafkaSinkSettings
 from tests.kafka_broker import TansuBroker, free_port, kafka_broker, tansu_binary
-from tests.kafka_messages import assert_ordered_per_key, consume, sink_settings
+from tests.kafka_messages import (
+    T0,
+    assert_ordered_per_key,
+    consume,
+    make_events,
+    sink_settings,
+)
 
 __all__ = ["kafka_broker"]
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-# (key, partition, record id, seq) of one consumed message.
 
-
-def events(prefix: str, start: int, count: int, actors: int = 5) -> list[Record]:
-    """Events whose raw ``seq`` is their order; every third is 3 kB, the rest
-    small, so with a 1 kB batch size some exceed a whole record batch."""
-    return [
-        AuditEvent(
-            id=f"{prefix}-{i:06d}",
-            time=T0,
-            platform="dc",
-            instance="bb",
-            source_kind="test",
-            action="repo.cloned",
-            category="repository",
-            outcome="success",
-            actor=Actor(name=f"user{i % actors}", kind="human"),
-            raw={"seq": i, "note": "x" * (3000 if i % 3 == 0 else 50)},
-        )
-        for i in range(start, start + count)
-    ]
+def events(prefix: str, start: int, count: int) -> list[Record]:
+    """Events by five users; every third is 3 kB, the rest small, so with a
+    1 kB batch size some exceed a whole record batch."""
+    return make_events(
+        start, count, prefix, actors=5, note_size=lambda i: 3000 if i % 3 == 0 else 50
+    )
 
 
 def settings_for(broker: TansuBroker, **overrides: Any) -> KafkaSinkSettings:
@@ -271,7 +261,7 @@ async def test_oversize_record_does_not_hold_back_the_rest(tmp_path: Path) -> No
         broker.stop()
 
     assert sorted(s[2] for s in seen) == sorted(
-        r.id for r in records if r.id != "big-000004"
+        r.id for r in records if r.id != "big-0000004"
     )
 
 
