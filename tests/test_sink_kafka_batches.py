@@ -131,7 +131,7 @@ async def test_topics_used_for_the_first_time_get_events_and_alerts(
     seen_events = await consume(kafka_broker, "bbaudit.kb.new-ev", 10, idle_s=2.0)
     seen_alerts = await consume(kafka_broker, "bbaudit.kb.new-al", 1, idle_s=2.0)
 
-    assert sorted(s[2] for s in seen_events) == [f"new-{i:06d}" for i in range(10)]
+    assert sorted(s[2] for s in seen_events) == [f"new-{i:07d}" for i in range(10)]
     assert [(s[0], s[2]) for s in seen_alerts] == [(b"user1", "kb-alert-1")]
 
 
@@ -173,7 +173,7 @@ async def test_broker_frozen_or_down_fails_in_time_and_next_send_recovers(
     assert frozen.value.retriable and down.value.retriable
     assert frozen_s < 2.0 + 1.0 + 1.5
     assert down_s < 2.0 + 1.0 + 1.5
-    assert sorted(s[2] for s in seen) == [f"back-{i:06d}" for i in range(20)]
+    assert sorted(s[2] for s in seen) == [f"back-{i:07d}" for i in range(20)]
 
 
 async def test_timed_out_send_leaves_no_unretrieved_batch_error(
