@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from collector.errors import SinkError, SinkUnavailableError
-from sinks.syslog_transport import open_stream, stream_failure
+from sinks.syslog_transport import StreamPeer, stream_failure
 
 log = structlog.get_logger(__name__)
 
@@ -321,23 +321,11 @@ class _Tally:
 class RelpTransport:
     """Syslog over RELP, plain TCP or TLS; reconnects lazily after a failure."""
 
-    def __init__(
-        self,
-        sink: str,
-        host: str,
-        port: int,
-        *,
-        tls: ssl.SSLContext | None,
-        server_name: str | None,
-        timeout: float,
-        window: int = DEFAULT_WINDOW,
-    ) -> None:
-        self._sink = sink
-        self._host = host
-        self._port = port
-        self._tls = tls
-        self._server_name = server_name
-        self._timeout = timeout
+    def __init__(self, peer: StreamPeer, *, window: int = DEFAULT_WINDOW) -> None:
+        self._peer = peer
+        self._sink = peer.sink
+        self._tls = peer.tls
+        self._timeout = peer.timeout
         self._window = window
         self._session: _Session | None = None
         self._confirmed: set[bytes] = set()
@@ -424,13 +412,7 @@ class RelpTransport:
         if self._session is not None and self._session.lost is None:
             return self._session
         await self._abort()
-        reader, writer = await open_stream(
-            self._host,
-            self._port,
-            tls=self._tls,
-            server_name=self._server_name,
-            within=self._timeout,
-        )
+        reader, writer = await self._peer.open()
         session = _Session(reader, writer, self._timeout)
         self._session = session
         await self._open(session)

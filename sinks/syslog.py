@@ -45,6 +45,7 @@ from sinks.base import SinkSettings
 from sinks.relp import DEFAULT_WINDOW, RelpTransport
 from sinks.render import render
 from sinks.syslog_transport import (
+    StreamPeer,
     StreamTransport,
     Transport,
     UdpTransport,
@@ -270,24 +271,12 @@ def _make_transport(name: str, settings: SyslogSinkSettings) -> Transport:
             client_cert=settings.client_cert,
             client_key=settings.client_key,
         )
-    if settings.transport in RELP_TRANSPORTS:
-        return RelpTransport(
-            name,
-            settings.host,
-            settings.port,
-            tls=tls,
-            server_name=settings.server_name,
-            timeout=settings.timeout,
-            window=settings.relp_window,
-        )
-    return StreamTransport(
-        name,
-        settings.host,
-        settings.port,
-        tls=tls,
-        server_name=settings.server_name,
-        timeout=settings.timeout,
+    peer = StreamPeer(
+        name, settings.host, settings.port, tls, settings.server_name, settings.timeout
     )
+    if settings.transport in RELP_TRANSPORTS:
+        return RelpTransport(peer, window=settings.relp_window)
+    return StreamTransport(peer)
 
 
 def _factory(settings: SyslogSinkSettings, runtime: Runtime) -> SyslogSink:

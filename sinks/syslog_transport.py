@@ -21,6 +21,7 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -64,29 +65,34 @@ def make_tls_context(
     return context
 
 
-async def open_stream(
-    host: str,
-    port: int,
-    *,
-    tls: ssl.SSLContext | None,
-    server_name: str | None,
-    within: float,
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A TCP or TLS connection, handshake included, within ``within`` seconds.
+@dataclass(frozen=True, slots=True)
+class StreamPeer:
+    """A TCP or TLS receiver, and how the stream transports reach it."""
 
-    The certificate is checked against ``server_name`` when given (a receiver
-    reached by address), else against ``host``.
-    """
-    return await asyncio.wait_for(
-        asyncio.open_connection(
-            host,
-            port,
-            ssl=tls,
-            server_hostname=(server_name or host) if tls else None,
-            ssl_handshake_timeout=within if tls else None,
-        ),
-        within,
-    )
+    sink: str  # the sink's name, for errors and log lines
+    host: str
+    port: int
+    tls: ssl.SSLContext | None
+    server_name: str | None
+    timeout: float
+
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection, TLS handshake included, within ``timeout`` seconds.
+
+        The certificate is checked against ``server_name`` when given (a
+        receiver reached by address), else against ``host``.
+        """
+        tls = self.tls
+        return await asyncio.wait_for(
+            asyncio.open_connection(
+                self.host,
+                self.port,
+                ssl=tls,
+                server_hostname=(self.server_name or self.host) if tls else None,
+                ssl_handshake_timeout=self.timeout if tls else None,
+            ),
+            self.timeout,
+        )
 
 
 def untrusted_certificate(exc: ssl.SSLCertVerificationError, sink: str) -> SinkError:
@@ -189,22 +195,11 @@ class UdpTransport:
 class StreamTransport:
     """TCP or TLS with octet-counted frames; reconnects lazily after a failure."""
 
-    def __init__(
-        self,
-        sink: str,
-        host: str,
-        port: int,
-        *,
-        tls: ssl.SSLContext | None,
-        server_name: str | None,
-        timeout: float,
-    ) -> None:
-        self._sink = sink
-        self._host = host
-        self._port = port
-        self._tls = tls
-        self._server_name = server_name
-        self._timeout = timeout
+    def __init__(self, peer: StreamPeer) -> None:
+        self._peer = peer
+        self._sink = peer.sink
+        self._tls = peer.tls
+        self._timeout = peer.timeout
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -238,13 +233,7 @@ class StreamTransport:
                 return self._writer
             await self.aclose()
         started = time.monotonic()
-        reader, writer = await open_stream(
-            self._host,
-            self._port,
-            tls=self._tls,
-            server_name=self._server_name,
-            within=self._timeout,
-        )
+        reader, writer = await self._peer.open()
         self._reader, self._writer = reader, writer
         if self._tls is not None:
             await self._await_tls_verdict(reader, time.monotonic() - started)
