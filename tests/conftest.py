@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 import structlog
@@ -37,3 +38,27 @@ def _reset_logging() -> Iterator[None]:
     for handler in list(root.handlers):
         if not isinstance(handler, logging.NullHandler):
             root.removeHandler(handler)
+
+
+class Closable(Protocol):
+    """Anything a test opens and must close: a sink, a transport."""
+
+    async def aclose(self) -> None:
+        """Release it."""
+        ...
+
+
+def closes_after_each_test(
+    opened: list[Any],
+) -> Callable[[], AsyncIterator[None]]:
+    """An autouse fixture that closes everything in ``opened`` after each test,
+    so no connection outlives its test. Assign it to a name in a test module."""
+
+    @pytest.fixture(autouse=True)
+    async def close_opened() -> AsyncIterator[None]:
+        yield
+        while opened:
+            closable: Closable = opened.pop()
+            await closable.aclose()
+
+    return close_opened  # type: ignore[no-any-return]  # pytest's decorator is untyped here

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from sinks.splunk_hec import (
     SplunkHecSink,
     epoch_decimal,
 )
+from tests.conftest import closes_after_each_test
 from tests.hec_receiver import HecReceiver
 from tests.sink_records import make_alert, make_event
 
@@ -39,12 +40,7 @@ def receiver() -> Iterator[HecReceiver]:
 _OPEN: list[SplunkHecSink] = []
 
 
-@pytest.fixture(autouse=True)
-async def close_sinks() -> AsyncIterator[None]:
-    """Close every sink a test made, so no connection outlives its test."""
-    yield
-    while _OPEN:
-        await _OPEN.pop().aclose()
+close_sinks = closes_after_each_test(_OPEN)
 
 
 def make_sink(hec: HecReceiver, **overrides: Any) -> SplunkHecSink:

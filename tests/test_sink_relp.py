@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from sinks import cef
 from sinks.delivery import DeliveryChannel
 from sinks.relp import MAX_TXNR, FrameParser, RelpProtocolError, encode_frame
 from sinks.syslog import SyslogSink, SyslogSinkSettings
+from tests.conftest import closes_after_each_test
 from tests.sink_records import make_alert, make_event
 from tests.syslog_receivers import Rsyslog, loopback_settings, pki, rsyslog
 
@@ -36,12 +37,7 @@ CLOSE = b"<close>"
 _OPEN: list[SyslogSink] = []
 
 
-@pytest.fixture(autouse=True)
-async def close_sinks() -> AsyncIterator[None]:
-    """Close every sink a test made."""
-    yield
-    while _OPEN:
-        await _OPEN.pop().aclose()
+close_sinks = closes_after_each_test(_OPEN)
 
 
 def settings(

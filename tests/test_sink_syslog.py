@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +14,7 @@ from collector.errors import SinkError
 from collector.model import Record
 from sinks import cef
 from sinks.syslog import SyslogSink, SyslogSinkSettings
+from tests.conftest import closes_after_each_test
 from tests.sink_records import make_alert, make_event
 from tests.syslog_receivers import Rsyslog, loopback_settings, pki, rsyslog
 
@@ -27,12 +27,7 @@ _SD = re.compile(r'\[bbaudit@32473 id="([^"]+)"')
 _OPEN: list[SyslogSink] = []
 
 
-@pytest.fixture(autouse=True)
-async def close_sinks() -> AsyncIterator[None]:
-    """Close every sink a test made."""
-    yield
-    while _OPEN:
-        await _OPEN.pop().aclose()
+close_sinks = closes_after_each_test(_OPEN)
 
 
 def make_sink(port: int, transport: str, **overrides: Any) -> SyslogSink:

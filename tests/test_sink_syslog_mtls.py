@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from collector.metrics import Metrics
 from collector.model import Record
 from sinks.delivery import DeliveryChannel
 from sinks.syslog import SyslogSink
+from tests.conftest import closes_after_each_test
 from tests.sink_records import make_event
 from tests.syslog_receivers import Pki, Rsyslog, loopback_settings, pki, rsyslog
 
@@ -42,12 +42,7 @@ _QUIET_S = 1.0  # how long nothing must arrive after a refused send
 _OPEN: list[SyslogSink] = []
 
 
-@pytest.fixture(autouse=True)
-async def close_sinks() -> AsyncIterator[None]:
-    """Close every sink a test made."""
-    yield
-    while _OPEN:
-        await _OPEN.pop().aclose()
+close_sinks = closes_after_each_test(_OPEN)
 
 
 def client_files(pki: Pki, which: str) -> dict[str, Any]:
